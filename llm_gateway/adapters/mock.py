@@ -1,0 +1,118 @@
+"""The built-in ``mock`` provider: deterministic, offline, clearly labelled as simulated.
+
+It speaks OpenAI's wire format through an in-process transport (no socket), so the
+whole gateway — routing, streaming, usage, cost, logs — works on a fresh machine
+with no vendor key. Every answer says it is simulated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+
+from ..tokens import estimate_tokens
+from .base import UpstreamRequest, UpstreamResponse
+from .openai import OpenAIAdapter
+
+LABEL = "[simulated response from the llm-gateway mock provider; no model was called]"
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            if isinstance(c, list):
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+    return ""
+
+
+def _prompt_text(messages: list[Any]) -> str:
+    parts = []
+    for m in messages:
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, str):
+            parts.append(c)
+        elif isinstance(c, list):
+            parts.extend(p.get("text", "") for p in c if isinstance(p, dict))
+    return "\n".join(parts)
+
+
+def answer_for(body: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """(text, usage, finish_reason) — a pure function of the request."""
+    said = " ".join(_last_user_text(body.get("messages") or []).split())
+    echo = said if len(said) <= 200 else said[:200] + "…"
+    text = f"{LABEL} You said: {echo}" if echo else LABEL
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    finish = "stop"
+    words = text.split(" ")
+    if isinstance(limit, int) and limit < len(words):
+        text, finish = " ".join(words[:limit]), "length"
+    pt = estimate_tokens(_prompt_text(body.get("messages") or []))
+    ct = estimate_tokens(text)
+    usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+    return text, usage, finish
+
+
+class _MockStream:
+    status = 200
+    headers: Mapping[str, str] = {"Content-Type": "text/event-stream"}
+
+    def __init__(self, events: list[bytes]) -> None:
+        self._events = events
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        for ev in self._events:
+            await asyncio.sleep(0)
+            yield ev
+
+    async def read(self) -> bytes:
+        return b"".join(self._events)
+
+    def close(self) -> None:
+        pass
+
+
+class MockTransport:
+    """Answers the OpenAI-shaped requests the mock adapter builds, in process."""
+
+    async def send(self, req: UpstreamRequest, timeout: float) -> UpstreamResponse:
+        body = orjson.loads(req.body)
+        text, usage, finish = answer_for(body)
+        n = int(body.get("n") or 1)
+        resp = {
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                         "logprobs": None, "finish_reason": finish} for i in range(n)],
+            "usage": usage, "system_fingerprint": "mock",
+        }
+        return UpstreamResponse(200, {"Content-Type": "application/json"}, orjson.dumps(resp))
+
+    async def open_stream(self, req: UpstreamRequest, timeout: float) -> _MockStream:
+        body = orjson.loads(req.body)
+        text, usage, finish = answer_for(body)
+        model = body["model"]
+
+        def chunk(delta: dict[str, Any], fin: str | None) -> bytes:
+            c = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": fin}]}
+            return b"data: " + orjson.dumps(c) + b"\n\n"
+
+        events = [chunk({"role": "assistant", "content": ""}, None)]
+        words = text.split(" ")
+        events += [chunk({"content": w if i == 0 else " " + w}, None) for i, w in enumerate(words)]
+        events.append(chunk({}, finish))
+        u = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+             "choices": [], "usage": usage}
+        events.append(b"data: " + orjson.dumps(u) + b"\n\n")
+        events.append(b"data: [DONE]\n\n")
+        return _MockStream(events)
+
+
+class MockAdapter(OpenAIAdapter):
+    kind = "mock"
+    transport = MockTransport()

@@ -1,0 +1,51 @@
+"""Tokens → cost in USD, as ``Decimal`` (no float drift), from the catalog's prices.
+
+Buckets are disjoint: cached input tokens are billed at the cached-input price and
+the rest of the prompt at the input price; output includes reasoning tokens (vendors
+bill them as output).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from .catalog import Price
+
+MILLION = Decimal(1_000_000)
+_Q = Decimal("0.0000000001")
+
+
+def usage_buckets(usage: dict[str, Any] | None) -> tuple[int, int, int]:
+    """(uncached input, cached input, output) from an OpenAI-shaped usage dict."""
+    if not usage:
+        return 0, 0, 0
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    cached = min(cached, prompt)
+    return prompt - cached, cached, completion
+
+
+def cost_usd(price: Price | None, usage: dict[str, Any] | None) -> Decimal | None:
+    """The cost of ``usage`` at ``price``; None when the model is unpriced."""
+    if price is None:
+        return None
+    fresh, cached, out = usage_buckets(usage)
+    total = (fresh * price.input + cached * price.cached_input + out * price.output) / MILLION
+    return total.quantize(_Q)
+
+
+def estimate_usd(price: Price | None, input_tokens: int, output_tokens: int) -> Decimal | None:
+    if price is None:
+        return None
+    return ((input_tokens * price.input + output_tokens * price.output) / MILLION).quantize(_Q)
+
+
+def fmt_usd(value: Decimal | None) -> str:
+    """A plain decimal string (``0.0000123``), never scientific notation."""
+    if value is None:
+        return "0"
+    s = format(value.normalize(), "f")
+    return s if s != "-0" else "0"

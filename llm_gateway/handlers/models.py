@@ -1,0 +1,37 @@
+"""GET /v1/models — OpenAI list format: catalog models of configured providers."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from ..keys import CATALOG, SETTINGS
+
+
+def model_list(request: web.Request) -> bytes:
+    settings = request.app[SETTINGS]
+    catalog = request.app[CATALOG]
+    data = []
+    seen = set()
+    for m in catalog.models.values():
+        p = settings.providers.get(m.provider)
+        if p is None or not p.configured or (m.provider == "mock" and not settings.mock_only):
+            continue
+        item = {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider}
+        if m.price is not None:
+            item["pricing"] = {"input_per_1m": str(m.price.input), "output_per_1m": str(m.price.output),
+                               "cached_input_per_1m": str(m.price.cached_input), "currency": "USD",
+                               "as_of": m.price.as_of}
+        data.append(item)
+        seen.add(m.id)
+    for name, p in settings.providers.items():
+        if not p.configured:
+            continue
+        for mid in p.models:
+            if mid not in seen:
+                data.append({"id": f"{name}/{mid}", "object": "model", "created": 0, "owned_by": name})
+    return orjson.dumps({"object": "list", "data": data})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return web.Response(body=model_list(request), content_type="application/json")

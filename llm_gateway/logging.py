@@ -1,0 +1,79 @@
+"""One JSON object per line on stdout (python-json-logger's orjson formatter).
+
+Every line carries ``timestamp``, ``level``, ``message`` and ``request_id`` (from a
+ContextVar set by the request-id middleware, so lines written deep in the router or
+an adapter carry it too). Secrets never reach a line: the formatter replaces every
+configured key (vendor and gateway keys) wherever it would appear, and nothing in the
+gateway logs headers or bodies in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextvars import ContextVar
+from typing import Any
+
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+log = logging.getLogger("llm_gateway")
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
+                logging.ERROR: "error", logging.CRITICAL: "critical"}
+
+
+class GatewayFormatter(OrjsonFormatter):
+    """timestamp (UTC, ISO 8601, ms), lowercase level, message, request_id, then extras."""
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        super().__init__("%(message)s")
+        self.secrets = [s for s in (secrets or []) if len(s) >= 4]
+
+    def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        t = record.created
+        log_record["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+        log_record["level"] = _LEVEL_NAMES.get(record.levelno, record.levelname.lower())
+        log_record["message"] = record.getMessage()
+        rid = getattr(record, "request_id", None) or request_id_var.get()
+        log_record["request_id"] = rid
+        for k, v in record.__dict__.items():
+            if k not in _RESERVED and k not in log_record:
+                log_record[k] = v
+        if record.exc_info:
+            log_record["exc_info"] = self.formatException(record.exc_info)
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = super().format(record)
+        for s in self.secrets:
+            if s in out:
+                out = out.replace(s, "[REDACTED]")
+        return out
+
+
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+
+
+def setup_logging(level: str, secrets: list[str] | None = None, stream: Any = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(GatewayFormatter(secrets))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_llm_gateway", False):
+            root.removeHandler(h)
+    handler._llm_gateway = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[level])
+    log.setLevel(_LEVELS[level])
+    # aiohttp's own access log duplicates ours; its error lines stay (warning and up).
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    return handler
+
+
+def event(level: int, message: str, **fields: Any) -> None:
+    """Write one event line; fields become top-level JSON keys."""
+    if log.isEnabledFor(level):
+        log.log(level, message, extra=fields)

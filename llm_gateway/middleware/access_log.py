@@ -1,0 +1,37 @@
+"""The request and response log lines of SPEC 9 (inside request-id, outside errors)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ..cost import fmt_usd
+from ..keys import CTX
+from ..logging import event
+
+#: paths logged at debug level only (probes and scrapes would drown the real traffic)
+_QUIET = frozenset({"/healthz", "/metrics", "/favicon.ico"})
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    ctx = request[CTX]
+    quiet = request.path in _QUIET or not (request.path.startswith("/v1/") or request.path.startswith("/api/"))
+    level = logging.DEBUG if quiet else logging.INFO
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    finally:
+        if not ctx.request_logged:
+            event(level, "request", event="request", method=request.method, path=request.path,
+                  model=ctx.model_asked, task_type=ctx.task_type, tenant=ctx.tenant, stream=ctx.stream)
+        u = ctx.usage or {}
+        event(level, "response", event="response", status=status, provider=ctx.provider, model=ctx.model,
+              latency_ms=round(ctx.elapsed_ms(), 3), attempts=ctx.attempts, cache=ctx.cache,
+              input_tokens=u.get("prompt_tokens"), output_tokens=u.get("completion_tokens"),
+              total_tokens=u.get("total_tokens"), estimated=ctx.estimated,
+              cost_usd=fmt_usd(ctx.cost) if ctx.cost is not None else None,
+              error_type=ctx.error_type)

@@ -1,0 +1,67 @@
+"""Every failure becomes the OpenAI error envelope; no traceback ever reaches a client."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import web
+
+from .. import errors
+from ..keys import CTX, SETTINGS
+from ..logging import event, log
+
+_HTTP_MAP: dict[int, type[errors.GatewayError]] = {
+    400: errors.BadRequest,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+}
+
+
+def error_response(err: errors.GatewayError, request_id: str) -> web.Response:
+    headers = err.headers()
+    headers["X-Request-ID"] = request_id
+    return web.Response(status=err.status, body=orjson.dumps(err.envelope(request_id)),
+                        content_type="application/json", headers=headers)
+
+
+def _from_http(exc: web.HTTPException, request: web.Request) -> errors.GatewayError:
+    cls = _HTTP_MAP.get(exc.status, errors.GatewayError)
+    if exc.status == 404:
+        return errors.NotFound(f"No route for {request.method} {request.path}.", code="not_found")
+    if exc.status == 405:
+        return errors.MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
+    if exc.status == 413:
+        return errors.PayloadTooLarge(
+            f"The request body exceeds the gateway's limit of {request.app[SETTINGS].max_request_bytes} bytes "
+            "(MAX_REQUEST_BYTES).")
+    err = cls(exc.reason or "request failed", status=exc.status)
+    err.type = "invalid_request_error" if exc.status < 500 else "server_error"
+    return err
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    ctx = request[CTX]
+    try:
+        return await handler(request)
+    except errors.GatewayError as e:
+        ctx.error_type = ctx.error_type or e.error_type
+        if isinstance(e, errors.ClientError) and not ctx.failures:
+            event(logging.INFO, e.message[:500], event="error", error_type=e.error_type, status=e.status,
+                  provider=e.provider, model=e.model, attempt=ctx.attempts, detail=e.message[:500])
+        return error_response(e, ctx.request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        err = _from_http(exc, request)
+        ctx.error_type = err.error_type
+        return error_response(err, ctx.request_id)
+    except (ConnectionResetError, ConnectionError):
+        raise  # the client went away: nothing to answer
+    except Exception:
+        log.exception("unhandled error", extra={"event": "error", "error_type": "internal_error", "status": 500})
+        ctx.error_type = "internal_error"
+        err = errors.InternalError("The gateway hit an internal error; it has been logged with this request id.")
+        return error_response(err, ctx.request_id)

@@ -1,0 +1,403 @@
+"""Typed settings from CLI flags, the environment, a .env file and the TOML config.
+
+Precedence (SPEC 2): CLI flag > process environment > .env file > built-in default.
+Everything is read and validated once, at start-up; nothing inside the app reads the
+environment afterwards. Secrets are wrapped in ``Secret`` so that no ``repr``, log
+line or error message can show them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+
+class ConfigError(Exception):
+    """Bad configuration: the message says what and where; the gateway refuses to start."""
+
+
+class Secret:
+    """A string that never shows itself in repr/str (starlette's idea)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+BUILTIN_PROVIDERS = ("openai", "anthropic", "gemini", "mistral", "mock")
+#: input aliases of canonical provider names (``claude`` is never emitted)
+PROVIDER_ALIASES = {"claude": "anthropic"}
+
+
+@dataclass(slots=True)
+class ProviderConfig:
+    name: str  # canonical name: openai, anthropic, gemini, mistral, mock, or a table name
+    kind: str  # adapter / wire format: openai, anthropic, gemini, mistral, mock
+    base_url: str
+    api_key: Secret | None = None
+    api_version: str | None = None
+    models: list[str] = field(default_factory=list)  # extra providers: listed models
+    supports_prefill: bool | None = None  # None: the adapter's default
+    # An extra provider with no api_key_env needs no key (a local Ollama); the four
+    # vendors are configured only when their key is set.
+    needs_key: bool = True
+
+    @property
+    def configured(self) -> bool:
+        return self.kind == "mock" or not self.needs_key or bool(self.api_key)
+
+
+@dataclass(slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    env_file: str | None = None
+    config_path: str | None = None
+    log_level: str = "info"
+    log_queries: bool = False
+    cache_enabled: bool = True
+    cache_ttl: int = 300
+    cache_backend: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    max_retries: int = 3
+    initial_backoff_ms: float = 1000.0
+    max_backoff_ms: float = 30000.0
+    backoff_factor: float = 2.0
+    jitter: float = 0.1
+    request_timeout: float = 60.0
+    stream_first_token_timeout: float = 15.0
+    stream_idle_timeout: float = 30.0
+    #: a timed-out target is not retried; the chain moves on to the next target
+    timeout_moves_on: bool = True
+    #: upper bound for a whole request over all its targets (seconds)
+    request_deadline: float = 180.0
+    gateway_api_keys: dict[Secret, str] = field(default_factory=dict)
+    allow_open: bool = False
+    max_request_bytes: int = 10 * 1024 * 1024
+    anthropic_default_max_tokens: int = 4096
+    connect_timeout: float = 10.0
+    upstream_connection_limit: int = 1000
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    #: the parsed TOML config (validated), for the catalog and later features
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            if f.name == "config":
+                continue
+            v = getattr(self, f.name)
+            if f.name == "gateway_api_keys":
+                v = {"**********": t for t in v.values()}
+            parts.append(f"{f.name}={v!r}")
+        return "Settings(" + ", ".join(parts) + ")"
+
+    @property
+    def mock_only(self) -> bool:
+        return not any(p.configured for p in self.providers.values() if p.kind != "mock")
+
+
+# ------------------------------------------------------------------------ parsing helpers
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(name: str, raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
+def _num(name: str, raw: str, typ: type, lo: float | None = None, hi: float | None = None) -> Any:
+    try:
+        v = typ(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a {'whole ' if typ is int else ''}number") from None
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = f"from {lo}" + (f" to {hi}" if hi is not None else " up")
+        raise ConfigError(f"{name}={raw!r}: out of range ({rng})")
+    return v
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    v = raw.strip().lower()
+    if v not in choices:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
+    return v
+
+
+def parse_api_keys(raw: str) -> dict[Secret, str]:
+    """``key:tenant,key2:tenant2`` → {Secret(key): tenant}. Errors never echo a key."""
+    out: dict[Secret, str] = {}
+    for i, item in enumerate(p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        key, sep, tenant = item.rpartition(":")
+        if not sep or not key.strip() or not tenant.strip():
+            raise ConfigError(f"GATEWAY_API_KEYS: entry {i + 1} is not a key:tenant pair")
+        out[Secret(key.strip())] = tenant.strip()
+    return out
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# ------------------------------------------------------------------------ TOML config
+# Allowed keys per table; ``*`` means a table of named sub-tables with the given keys.
+_PROVIDER_KEYS = {"type", "base_url", "api_key_env", "models", "api_version", "prefill"}
+_MODEL_KEYS = {
+    "id", "provider", "aliases", "context_window", "max_output_tokens", "input_per_1m",
+    "output_per_1m", "cached_input_per_1m", "prices_as_of", "price_source", "unpriced",
+    "task_types", "prefill", "default",
+}
+_PRICE_KEYS = {"input_per_1m", "output_per_1m", "cached_input_per_1m", "prices_as_of", "price_source"}
+_TOP_KEYS = {"providers", "models", "prices", "tasks", "fallbacks", "tenants", "gateway"}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    pat = re.compile(r"^\s*(\[+\s*)?[\w.\"' -]*\b" + re.escape(key) + r"\b")
+    for n, line in enumerate(text.splitlines(), 1):
+        if pat.search(line):
+            return n
+    return None
+
+
+def _unknown(path: Path, text: str, where: str, key: str, allowed: set[str]) -> ConfigError:
+    line = _line_of(text, key)
+    at = f"{path}:{line}" if line else str(path)
+    return ConfigError(
+        f"{at}: unknown key {key!r} in {where} (allowed: {', '.join(sorted(allowed))})"
+    )
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    for k in data:
+        if k not in _TOP_KEYS:
+            raise _unknown(p, text, "the top level", k, _TOP_KEYS)
+    for name, tbl in (data.get("providers") or {}).items():
+        if not isinstance(tbl, dict):
+            raise ConfigError(f"{path}: [providers.{name}] must be a table")
+        for k in tbl:
+            if k not in _PROVIDER_KEYS:
+                raise _unknown(p, text, f"[providers.{name}]", k, _PROVIDER_KEYS)
+    models = data.get("models") or []
+    if not isinstance(models, list):
+        raise ConfigError(f"{path}: models must be an array of tables ([[models]])")
+    for m in models:
+        for k in m:
+            if k not in _MODEL_KEYS:
+                raise _unknown(p, text, "[[models]]", k, _MODEL_KEYS)
+    for name, tbl in (data.get("prices") or {}).items():
+        for k in tbl:
+            if k not in _PRICE_KEYS:
+                raise _unknown(p, text, f"[prices.{name}]", k, _PRICE_KEYS)
+    return data
+
+
+# ------------------------------------------------------------------------ loading
+_DEFAULT_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "mistral": "https://api.mistral.ai",
+    "mock": "mock://local",
+}
+_DEFAULT_VERSIONS = {"anthropic": "2023-06-01", "gemini": "v1beta"}
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings. ``cli`` holds flags the user gave (None values are ignored)."""
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    environ = dict(os.environ if environ is None else environ)
+    env_file = cli.get("env_file")
+    if env_file is None and Path(".env").is_file():
+        env_file = ".env"
+    merged: dict[str, str] = {}
+    if env_file:
+        if not Path(env_file).is_file():
+            raise ConfigError(f"--env-file {env_file}: no such file")
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(environ)
+    env = merged
+
+    s = Settings(env_file=env_file)
+    g = env.get
+    if (v := g("HOST")) is not None:
+        s.host = v.strip()
+    if (v := g("PORT")) is not None:
+        s.port = _num("PORT", v, int, 0, 65535)
+    if (v := g("LOG_LEVEL")) is not None:
+        s.log_level = _choice("LOG_LEVEL", v, ("debug", "info", "warning", "error"))
+    if (v := g("LOG_QUERIES")) is not None:
+        s.log_queries = _bool("LOG_QUERIES", v)
+    if (v := g("CACHE_ENABLED")) is not None:
+        s.cache_enabled = _bool("CACHE_ENABLED", v)
+    if (v := g("CACHE_TTL")) is not None:
+        s.cache_ttl = _num("CACHE_TTL", v, int, 0)
+    if (v := g("CACHE_BACKEND")) is not None:
+        s.cache_backend = _choice("CACHE_BACKEND", v, ("memory", "redis"))
+    if (v := g("REDIS_URL")) is not None:
+        s.redis_url = v.strip()
+    if (v := g("MAX_RETRIES")) is not None:
+        s.max_retries = _num("MAX_RETRIES", v, int, 0, 100)
+    if (v := g("INITIAL_BACKOFF")) is not None:
+        s.initial_backoff_ms = _num("INITIAL_BACKOFF", v, float, 0)
+    if (v := g("MAX_BACKOFF")) is not None:
+        s.max_backoff_ms = _num("MAX_BACKOFF", v, float, 0)
+    if (v := g("BACKOFF_FACTOR")) is not None:
+        s.backoff_factor = _num("BACKOFF_FACTOR", v, float, 1)
+    if (v := g("JITTER")) is not None:
+        s.jitter = _num("JITTER", v, float, 0, 1)
+    if (v := g("REQUEST_TIMEOUT")) is not None:
+        s.request_timeout = _num("REQUEST_TIMEOUT", v, float, 0.001)
+    if (v := g("STREAM_FIRST_TOKEN_TIMEOUT")) is not None:
+        s.stream_first_token_timeout = _num("STREAM_FIRST_TOKEN_TIMEOUT", v, float, 0.001)
+    if (v := g("STREAM_IDLE_TIMEOUT")) is not None:
+        s.stream_idle_timeout = _num("STREAM_IDLE_TIMEOUT", v, float, 0.001)
+    if (v := g("TIMEOUT_MOVES_ON")) is not None:
+        s.timeout_moves_on = _bool("TIMEOUT_MOVES_ON", v)
+    if (v := g("REQUEST_DEADLINE")) is not None:
+        s.request_deadline = _num("REQUEST_DEADLINE", v, float, 0.001)
+    if (v := g("GATEWAY_API_KEYS")) is not None:
+        s.gateway_api_keys = parse_api_keys(v)
+    if (v := g("GATEWAY_ALLOW_OPEN")) is not None:
+        s.allow_open = _bool("GATEWAY_ALLOW_OPEN", v)
+    if (v := g("MAX_REQUEST_BYTES")) is not None:
+        s.max_request_bytes = _num("MAX_REQUEST_BYTES", v, int, 1024)
+    if (v := g("ANTHROPIC_DEFAULT_MAX_TOKENS")) is not None:
+        s.anthropic_default_max_tokens = _num("ANTHROPIC_DEFAULT_MAX_TOKENS", v, int, 1)
+
+    # CLI flags win over everything.
+    if "host" in cli:
+        s.host = str(cli["host"])
+    if "port" in cli:
+        s.port = _num("--port", str(cli["port"]), int, 0, 65535)
+    if "workers" in cli:
+        s.workers = _num("--workers", str(cli["workers"]), int, 1, 64)
+    s.config_path = cli.get("config") or g("GATEWAY_CONFIG") or None
+
+    if s.max_backoff_ms < s.initial_backoff_ms:
+        raise ConfigError("MAX_BACKOFF must not be smaller than INITIAL_BACKOFF")
+
+    s.config = load_config_file(s.config_path) if s.config_path else {}
+    s.providers = _providers(env, s.config)
+
+    if not is_loopback(s.host) and not s.gateway_api_keys and not s.allow_open:
+        raise ConfigError(
+            f"refusing to listen on {s.host} without GATEWAY_API_KEYS: anyone who reaches "
+            "this address could spend your provider credit. Set GATEWAY_API_KEYS "
+            "(key:tenant pairs), or GATEWAY_ALLOW_OPEN=true if the network already protects it."
+        )
+    return s
+
+
+def _providers(env: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, ProviderConfig]:
+    def key(*names: str) -> Secret | None:
+        for n in names:
+            v = (env.get(n) or "").strip()
+            if v:
+                return Secret(v)
+        return None
+
+    def url(default: str, *names: str) -> str:
+        for n in names:
+            v = (env.get(n) or "").strip()
+            if v:
+                return v.rstrip("/")
+        return default
+
+    out = {
+        "openai": ProviderConfig(
+            "openai", "openai", url(_DEFAULT_URLS["openai"], "OPENAI_BASE_URL"), key("OPENAI_API_KEY")
+        ),
+        "anthropic": ProviderConfig(
+            "anthropic",
+            "anthropic",
+            url(_DEFAULT_URLS["anthropic"], "CLAUDE_BASE_URL", "ANTHROPIC_BASE_URL"),
+            key("CLAUDE_API_KEY", "ANTHROPIC_API_KEY"),
+            api_version=(env.get("ANTHROPIC_VERSION") or _DEFAULT_VERSIONS["anthropic"]).strip(),
+        ),
+        "gemini": ProviderConfig(
+            "gemini",
+            "gemini",
+            url(_DEFAULT_URLS["gemini"], "GEMINI_BASE_URL"),
+            key("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+            api_version=(env.get("GEMINI_API_VERSION") or _DEFAULT_VERSIONS["gemini"]).strip(),
+        ),
+        "mistral": ProviderConfig(
+            "mistral", "mistral", url(_DEFAULT_URLS["mistral"], "MISTRAL_BASE_URL"), key("MISTRAL_API_KEY")
+        ),
+        "mock": ProviderConfig("mock", "mock", _DEFAULT_URLS["mock"], needs_key=False),
+    }
+    for name, tbl in (config.get("providers") or {}).items():
+        name = name.strip().lower()
+        name = PROVIDER_ALIASES.get(name, name)
+        kind = str(tbl.get("type", "openai" if name not in out else out[name].kind)).lower()
+        if kind not in ("openai", "anthropic", "gemini", "mistral"):
+            raise ConfigError(f"[providers.{name}] type={kind!r}: expected openai, anthropic, gemini or mistral")
+        if name in out:
+            p = out[name]  # a built-in vendor: the table adjusts it
+            if "base_url" in tbl:
+                p.base_url = str(tbl["base_url"]).rstrip("/")
+        else:
+            if "base_url" not in tbl:
+                raise ConfigError(f"[providers.{name}] needs base_url")
+            p = ProviderConfig(name, kind, str(tbl["base_url"]).rstrip("/"), needs_key=False)
+            out[name] = p
+        if "api_key_env" in tbl:
+            p.api_key = key(str(tbl["api_key_env"]))
+        if "models" in tbl:
+            p.models = [str(m) for m in tbl["models"]]
+        if "api_version" in tbl:
+            p.api_version = str(tbl["api_version"])
+        if "prefill" in tbl:
+            p.supports_prefill = bool(tbl["prefill"])
+    return out

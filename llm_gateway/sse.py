@@ -1,0 +1,123 @@
+"""Server-sent events: parse upstream bytes into events; frame canonical chunks for clients.
+
+Every vendor is asked for SSE (Gemini with ``alt=sse``), so this one parser serves all.
+The parser follows the WHATWG event-stream rules: lines end in CRLF, LF or CR; ``data``
+lines of one event are joined with ``\\n``; comment lines (``:``) are ignored; an event is
+dispatched on a blank line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    data: str
+    event: str | None = None
+    id: str | None = None
+
+    def json(self) -> Any:
+        return orjson.loads(self.data)
+
+
+class SSEParser:
+    """Incremental parser: ``feed(bytes) -> [SSEEvent]``; ``close() -> [SSEEvent]``."""
+
+    __slots__ = ("_buf", "_data", "_event", "_id", "_has_data")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._id: str | None = None
+        self._has_data = False
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            # Normalise CRLF and lone CR; keep a trailing CR (maybe half of CRLF).
+            tail = b""
+            if buf.endswith(b"\r"):
+                buf, tail = buf[:-1], b"\r"
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
+        events: list[SSEEvent] = []
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            line = buf[start:nl]
+            start = nl + 1
+            ev = self._line(line)
+            if ev is not None:
+                events.append(ev)
+        self._buf = buf[start:]
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """End of stream: a final event without its blank line is still dispatched."""
+        events: list[SSEEvent] = []
+        if self._buf:
+            ev = self._line(self._buf.rstrip(b"\r"))
+            self._buf = b""
+            if ev is not None:
+                events.append(ev)
+        ev = self._line(b"")
+        if ev is not None:
+            events.append(ev)
+        return events
+
+    def _line(self, line: bytes) -> SSEEvent | None:
+        if not line:
+            if not self._has_data:
+                self._event = None
+                return None
+            ev = SSEEvent("\n".join(self._data), self._event, self._id)
+            self._data = []
+            self._event = None
+            self._has_data = False
+            return ev
+        if line[0] == 0x3A:  # ':' comment / keep-alive
+            return None
+        colon = line.find(b":")
+        if colon < 0:
+            field, value = line, b""
+        else:
+            field, value = line[:colon], line[colon + 1 :]
+            if value[:1] == b" ":
+                value = value[1:]
+        if field == b"data":
+            self._data.append(value.decode("utf-8", "replace"))
+            self._has_data = True
+        elif field == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif field == b"id":
+            self._id = value.decode("utf-8", "replace")
+        return None
+
+
+# ------------------------------------------------------------------ client-side framing
+DONE = b"data: [DONE]\n\n"
+
+
+def frame(chunk: bytes | dict[str, Any]) -> bytes:
+    """One canonical chunk as an SSE ``data:`` event. ``bytes`` are already JSON."""
+    if not isinstance(chunk, bytes):
+        chunk = orjson.dumps(chunk)
+    return b"data: " + chunk + b"\n\n"
+
+
+def frame_error(envelope: dict[str, Any]) -> bytes:
+    """An error event: the openai SDK raises ``APIError`` on a data object with ``error``."""
+    return b"event: error\ndata: " + orjson.dumps(envelope) + b"\n\n"
+
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}

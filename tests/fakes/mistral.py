@@ -1,0 +1,80 @@
+"""A fake Mistral chat-completions server: OpenAI-like, with Mistral's strictness.
+
+Unknown fields (``seed``, ``stream_options``, ``user``, ``max_completion_tokens`` ...)
+get a 422 with Mistral's validation body; ``random_seed`` is the seed; usage rides
+on the last content chunk of a stream (no separate usage chunk); a trailing
+assistant message with ``prefix: true`` is continued. 401 is ``{"message": "Unauthorized"}``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .base import Fault, sse, words
+from .openai import FakeOpenAI
+
+MISTRAL_FIELDS = frozenset({
+    "model", "messages", "stream", "temperature", "top_p", "max_tokens", "stop", "random_seed",
+    "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "n",
+    "safe_prompt", "parallel_tool_calls", "prediction", "prompt_mode",
+})
+
+
+def unprocessable(field: str, value: Any) -> web.Response:
+    body = {"object": "error", "message": {"detail": [
+        {"type": "extra_forbidden", "loc": ["body", field], "msg": "Extra inputs are not permitted",
+         "input": value}]}, "type": "invalid_request_error", "param": None, "code": None}
+    return web.Response(status=422, body=orjson.dumps(body), content_type="application/json")
+
+
+class FakeMistral(FakeOpenAI):
+    name = "mistral"
+    api_key = "mistral-test-key-0123456789"
+    model_suffix = ""
+    known_fields = MISTRAL_FIELDS
+    default_text = "Bonjour from fake Mistral."
+
+    def check_auth(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization", "") != f"Bearer {self.api_key}":
+            return web.Response(status=401, body=b'{"message":"Unauthorized","request_id":"fake"}',
+                                content_type="application/json")
+        return None
+
+    def validate(self, body: Any) -> web.Response | None:
+        if isinstance(body, dict):
+            for k, v in body.items():
+                if k not in self.known_fields:
+                    return unprocessable(k, v)
+            for i, m in enumerate(body.get("messages") or []):
+                extra = set(m) - {"role", "content", "name", "tool_calls", "tool_call_id", "prefix"}
+                if extra:
+                    return unprocessable(f"messages.{i}.{sorted(extra)[0]}", None)
+        return super().validate(body)
+
+    def answer_text(self, body: dict[str, Any], fault: Fault) -> str:
+        return fault.text if fault.text is not None else self.text
+
+    async def stream(self, request: web.Request, fault: Fault, body: dict[str, Any], model: str, text: str,
+                     n: int, usage: dict[str, Any], finish: str) -> web.StreamResponse:
+        pieces = [w + " " for w in text.split(" ")]
+        pieces[-1] = pieces[-1][:-1]
+        base = {"id": "cmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        events = [sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                            "finish_reason": None}]})]
+        for p in pieces[:-1]:
+            events.append(sse({**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}))
+        last: dict[str, Any] = {**base, "choices": [{"index": 0, "delta": {"content": pieces[-1]},
+                                                     "finish_reason": finish}]}
+        if fault.usage:
+            last["usage"] = {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": words(text),
+                             "total_tokens": usage["prompt_tokens"] + words(text)}
+        events.append(sse(last))
+        events.append(b"data: [DONE]\n\n")
+        return await self.stream_events(request, fault, events)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/chat/completions", self.chat), web.get("/v1/models", self.models)]
