@@ -43,7 +43,7 @@ import orjson
 from .. import errors
 from ..sse import SSEEvent
 from .anthropic_tools import convert_messages, convert_tools, unsupported
-from .base import Adapter, Chunk, StreamTranslator, UpstreamRequest, reject_unsupported
+from .base import Adapter, Chunk, StreamTranslator, UpstreamRequest, parse_retry_after, reject_unsupported
 
 DEFAULT_VERSION = "2023-06-01"
 #: from this ``anthropic-version`` on: Bearer auth, no temperature/top_p/top_k
@@ -89,26 +89,6 @@ def usage_of(u: Mapping[str, Any] | None) -> dict[str, Any] | None:
     completion = n("output_tokens")
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cache_read}}
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    v = headers.get(name)
-    if v is None:
-        for k, val in headers.items():
-            if k.lower() == name:
-                return val
-    return v
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        raw = _header(headers, name)
-        if raw is not None:
-            try:
-                return max(0.0, float(raw) / scale)
-            except ValueError:
-                continue
-    return None
 
 
 class AnthropicAdapter(Adapter):
@@ -230,13 +210,13 @@ class AnthropicAdapter(Adapter):
         if status == 413:
             return errors.PayloadTooLarge(text, **kw)
         if status == 429:
-            return errors.RateLimited(text, retry_after=_retry_after(headers), **kw)
+            return errors.RateLimited(text, retry_after=parse_retry_after(headers), **kw)
         if status == 529 or etype == "overloaded_error":
-            return errors.Overloaded(text, retry_after=_retry_after(headers), **kw)
+            return errors.Overloaded(text, retry_after=parse_retry_after(headers), **kw)
         if status in (408, 504) or etype == "timeout_error":
             return errors.UpstreamTimeout(text, **kw)
         if status >= 500 or status == 409:
-            return errors.UpstreamUnavailable(text, retry_after=_retry_after(headers), **kw)
+            return errors.UpstreamUnavailable(text, retry_after=parse_retry_after(headers), **kw)
         # 400 and any other 4xx (Anthropic uses invalid_request_error for those too)
         if _CONTEXT.search(msg):
             return errors.ContextTooLong(text, **kw)

@@ -178,7 +178,7 @@ class GeminiAdapter(Adapter):
         if "error" in data:
             raise self.parse_error(_code(data), {}, body)
         self._check_blocked(data)
-        rid = data.get("responseId") or f"chatcmpl-{uuid.uuid4().hex}"
+        rid = data.get("responseId") or uuid.uuid4().hex[:24]
         choices = []
         for pos, cand in enumerate(data.get("candidates") or []):
             idx = int(cand.get("index", pos))
@@ -190,8 +190,8 @@ class GeminiAdapter(Adapter):
                     calls.append(tool_call(part, f"call_{rid}_{idx}_{len(calls)}"))
                 elif isinstance(part.get("text"), str):
                     texts.append(part["text"])
-            msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
-                                   "refusal": None}
+            content = "".join(texts) if texts or not calls else None
+            msg: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
             if calls:
                 msg["tool_calls"] = calls
             choices.append({"index": idx, "message": msg, "logprobs": None,
@@ -200,8 +200,8 @@ class GeminiAdapter(Adapter):
             raise self._bad("Gemini answered without candidates.")
         choices.sort(key=lambda c: c["index"])
         return {
-            "id": rid, "object": "chat.completion", "created": int(time.time()),
-            "model": data.get("modelVersion") or model, "choices": choices,
+            "id": data.get("responseId") or f"chatcmpl-{rid}", "object": "chat.completion",
+            "created": int(time.time()), "model": data.get("modelVersion") or model, "choices": choices,
             "usage": usage_from(data.get("usageMetadata")),
         }
 
@@ -227,8 +227,8 @@ class GeminiAdapter(Adapter):
 
         if status == 429 or gstatus == "RESOURCE_EXHAUSTED":
             return errors.RateLimited(text, retry_after=_retry_delay(details, headers), **kw)
-        if any(r.startswith("API_KEY") for r in reasons) or "api key" in vendor.lower() or status == 401 or gstatus in (
-                "UNAUTHENTICATED", "PERMISSION_DENIED") or (status == 403 and not gstatus):
+        key_refused = any(r.startswith("API_KEY") for r in reasons) or "api key" in vendor.lower()
+        if key_refused or status in (401, 403) or gstatus in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
             return errors.UpstreamAuthFailed(f"Gemini refused the gateway's API key: {vendor}", **kw)
         if status == 404 or gstatus == "NOT_FOUND":
             cls = errors.ModelNotFound if "model" in vendor.lower() else errors.NotFound
@@ -330,15 +330,16 @@ class GeminiStreamTranslator(StreamTranslator):
             raise self.on_error(_code(data), {}, raw.encode())
         if self.on_block is not None:
             self.on_block(data)
-        self.id = self.id or data.get("responseId") or f"chatcmpl-{uuid.uuid4().hex}"
+        self.id = self.id or data.get("responseId") or f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.answered_model = data.get("modelVersion") or self.answered_model or self.model
         if data.get("usageMetadata") is not None:
             self.usage = usage_from(data["usageMetadata"])
         out: list[Chunk] = []
         for pos, cand in enumerate(data.get("candidates") or []):
             out.extend(self._candidate(int(cand.get("index", pos)), cand))
-        if self.choices and len(self.choices) >= self.expected and all(c.finished for c in self.choices.values()):
-            self.done = True
+        seen = self.choices.values()
+        if len(seen) >= max(1, self.expected) and all(c.finished for c in seen):
+            self.done = True  # Gemini has no [DONE]: every candidate has its finishReason
         return out
 
     def _candidate(self, idx: int, cand: dict[str, Any]) -> list[Chunk]:

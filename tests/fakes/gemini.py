@@ -40,7 +40,8 @@ PART_FIELDS = frozenset({
 })
 
 
-def google_error(code: int, status: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def google_error(code: int, status: str, message: str,
+                 details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Google's error envelope (``google.rpc.Status`` as JSON)."""
     err: dict[str, Any] = {"code": code, "message": message, "status": status}
     if details is not None:
@@ -54,16 +55,14 @@ def retry_info(delay: str) -> dict[str, Any]:
 
 def rate_limited(delay: str = "37s") -> dict[str, Any]:
     """A documented-looking 429 body, for ``Fault(status=429, body=rate_limited())``."""
-    return google_error(429, "RESOURCE_EXHAUSTED",
-                        "You exceeded your current quota, please check your plan and billing details.", [
-                            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
-                                {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
-                                 "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
-                            {"@type": "type.googleapis.com/google.rpc.Help", "links": [
-                                {"description": "Learn more about Gemini API quotas",
-                                 "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
-                            retry_info(delay),
-                        ])
+    quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+        "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}
+    help_ = {"@type": "type.googleapis.com/google.rpc.Help", "links": [{
+        "description": "Learn more about Gemini API quotas",
+        "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]}
+    message = "You exceeded your current quota, please check your plan and billing details."
+    return google_error(429, "RESOURCE_EXHAUSTED", message, [quota, help_, retry_info(delay)])
 
 
 def g_error(code: int, status: str, message: str, details: list[dict[str, Any]] | None = None) -> web.Response:
@@ -122,10 +121,10 @@ class FakeGemini(FakeVendor):
             if not c.get("parts"):
                 return g_error(400, "INVALID_ARGUMENT",
                                f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.\n")
-            for p in c["parts"]:
+            for j, p in enumerate(c["parts"]):
                 for k in p:
                     if k not in PART_FIELDS:
-                        return unknown_field(k, f"contents[{i}].parts[0]")
+                        return unknown_field(k, f"contents[{i}].parts[{j}]")
         return None
 
     # ------------------------------------------------------------------ answers

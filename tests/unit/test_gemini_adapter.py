@@ -149,7 +149,8 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "ob
 ])
 def test_tool_choice(choice: Any, config: dict[str, Any]) -> None:
     b = body_of(chat(user("x"), tools=[TOOL], tool_choice=choice))
-    assert b["tools"] == [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": TOOL["function"]["parameters"]}]}]
+    decl = {"name": "f", "parametersJsonSchema": TOOL["function"]["parameters"]}
+    assert b["tools"] == [{"functionDeclarations": [decl]}]
     assert b["toolConfig"] == {"functionCallingConfig": config}
 
 
@@ -221,7 +222,8 @@ def test_unsupported_content_parts(part: dict[str, Any], param: str) -> None:
 
 
 def test_mixed_image_detail_is_refused() -> None:
-    img = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA", "detail": d}} for d in ("low", "high")]
+    img = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA", "detail": d}}
+           for d in ("low", "high")]
     with pytest.raises(errors.UnsupportedParameter) as e:
         body_of(chat(user(img)))
     assert e.value.param == "messages[0].content[1].image_url.detail"
@@ -310,7 +312,8 @@ def test_response_thoughts_are_skipped_and_counted() -> None:
     case = orjson.loads((GOLDEN / "response_thoughts.json").read_bytes())
     out = adapter().parse_response(orjson.dumps(case["gemini"]), "asked")
     assert out["choices"][0]["message"]["content"] == "The answer is 4."
-    assert out["usage"]["completion_tokens"] == 45 and out["usage"]["completion_tokens_details"] == {"reasoning_tokens": 40}
+    assert out["usage"]["completion_tokens"] == 45
+    assert out["usage"]["completion_tokens_details"] == {"reasoning_tokens": 40}
     assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 4} and out["usage"]["total_tokens"] == 57
     assert out["id"] == "mQ3TaPXyLMm2nvgPn8_e4Q4" and out["model"] == "gemini-2.5-pro"
 
@@ -514,7 +517,8 @@ def test_rate_limit_retry_after_fallbacks() -> None:
     (400, gerr(400, "INVALID_ARGUMENT", 'Invalid JSON payload received. Unknown name "foo": Cannot find field.'),
      errors.BadRequest),
     (400, gerr(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]),
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+         "domain": "googleapis.com"}]),
      errors.UpstreamAuthFailed),
     (400, gerr(400, "FAILED_PRECONDITION", "User location is not supported for the API use."),
      errors.UpstreamUnavailable),
