@@ -16,9 +16,9 @@ Vendor format checked on 2026-11-26 against:
   envelope ``{"error": {"code", "message", "status", "details"}}`` with
   ``google.rpc.RetryInfo`` (``retryDelay`` as a Duration string such as ``"37s"``) and
   ``google.rpc.ErrorInfo`` (``API_KEY_INVALID``), the troubleshooting table (400
-  INVALID_ARGUMENT / FAILED_PRECONDITION, 403, 404, 429, 500, 503, 504), external
-  http(s) URLs in ``fileData`` (supported since the 2026 "file limits" update) and
-  Gemini 3 thought signatures (``skip_thought_signature_validator``).
+  INVALID_ARGUMENT / FAILED_PRECONDITION, 403, 404, 429, 500, 503, 504), public or
+  signed http(s) URLs in ``fileData`` (Google's "increased file size limits" update)
+  and Gemini 3 thought signatures (``skip_thought_signature_validator``).
 
 Decisions:
 
@@ -31,6 +31,11 @@ Decisions:
   gets the sentinel on Gemini 3+ (and unversioned aliases).
 * Tool-call ids: Gemini's ``functionCall.id`` when given, else
   ``call_<responseId>_<choice>_<n>``. Tool results are matched to names by id.
+* Streams: ``done`` turns true once every expected candidate (``n``) has its
+  ``finishReason``; ``text`` collects the text of every candidate.
+* Errors: 400 FAILED_PRECONDITION (billing/region) is our account's problem, so it is
+  an ``UpstreamUnavailable`` that is not retried (the router moves on); a 503 saying
+  "overloaded" is ``Overloaded``; a 400 naming the API key is ``UpstreamAuthFailed``.
 * ``prompt_tokens`` includes ``toolUsePromptTokenCount`` so that prompt + completion =
   total; ``completion_tokens`` includes thoughts (reported as reasoning_tokens).
 """
@@ -178,6 +183,12 @@ class GeminiAdapter(Adapter):
         if "error" in data:
             raise self.parse_error(_code(data), {}, body)
         self._check_blocked(data)
+        try:
+            return self._completion(data, model)
+        except (AttributeError, TypeError, ValueError) as e:
+            raise self._bad(f"Gemini answered with an unexpected shape: {e}") from None
+
+    def _completion(self, data: dict[str, Any], model: str) -> dict[str, Any]:
         rid = data.get("responseId") or uuid.uuid4().hex[:24]
         choices = []
         for pos, cand in enumerate(data.get("candidates") or []):
@@ -326,7 +337,8 @@ class GeminiStreamTranslator(StreamTranslator):
         if not isinstance(data, dict):
             raise ValueError("Gemini stream event is not a JSON object")
         if "error" in data:
-            assert self.on_error is not None
+            if self.on_error is None:
+                raise errors.UpstreamBadResponse(f"Gemini stream error: {raw[:200]}")
             raise self.on_error(_code(data), {}, raw.encode())
         if self.on_block is not None:
             self.on_block(data)
@@ -335,8 +347,11 @@ class GeminiStreamTranslator(StreamTranslator):
         if data.get("usageMetadata") is not None:
             self.usage = usage_from(data["usageMetadata"])
         out: list[Chunk] = []
-        for pos, cand in enumerate(data.get("candidates") or []):
-            out.extend(self._candidate(int(cand.get("index", pos)), cand))
+        try:
+            for pos, cand in enumerate(data.get("candidates") or []):
+                out.extend(self._candidate(int(cand.get("index", pos)), cand))
+        except (AttributeError, TypeError, ValueError) as e:
+            raise ValueError(f"Gemini stream event has an unexpected shape: {e}") from None
         seen = self.choices.values()
         if len(seen) >= max(1, self.expected) and all(c.finished for c in seen):
             self.done = True  # Gemini has no [DONE]: every candidate has its finishReason
@@ -356,7 +371,8 @@ class GeminiStreamTranslator(StreamTranslator):
                 out.append(self._chunk(idx, {"tool_calls": [{"index": st.calls, **call}]}))
                 st.calls += 1
             elif isinstance(part.get("text"), str) and part["text"]:
-                self.text.append(part["text"])
+                if idx == 0:  # choice 0 is the one estimated, cached and recovered
+                    self.text.append(part["text"])
                 out.append(self._chunk(idx, {"content": part["text"]}))
         if cand.get("finishReason") and not st.finished:
             st.finished = True

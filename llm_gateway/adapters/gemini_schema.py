@@ -3,6 +3,19 @@
 Pure functions used by ``adapters/gemini.py``; see that module's docstring for what
 was checked against and when. Every canonical field is either translated or refused
 with ``UnsupportedParameter`` naming it (``param``): nothing is dropped silently.
+Deliberate exceptions, all without meaning for Gemini: ``stream``/``stream_options``
+(the URL says stream; the gateway owns usage chunks), ``logprobs: false``,
+``parallel_tool_calls: true``, ``modalities: ["text"]``, image ``detail: "auto"``, a
+function tool's ``strict`` (Gemini has no per-function switch; SDKs send it by
+default), and assistant ``annotations`` / ``reasoning_content`` (output metadata of an
+earlier answer). ``user`` is refused: Gemini takes no end-user id.
+
+Mapping notes: system and developer messages all go to ``systemInstruction`` (in
+order); tool results become ``functionResponse`` parts (a JSON-object result is sent
+as is, anything else as ``{"output": text}``) in a user turn of their own; image
+``detail`` low/high becomes the request-wide ``mediaResolution``;
+``reasoning_effort`` becomes ``thinkingBudget`` on Gemini 2.x and ``thinkingLevel``
+on later models.
 
 Wire shape produced (camelCase, as the REST reference and the google-genai SDK's
 ``_GenerateContentConfig_to_mldev`` converter write it)::
@@ -184,7 +197,7 @@ _MSG_KEYS = {
     "user": {"role", "content"},
     "assistant": {"role", "content", "tool_calls", "prefix", "refusal", "annotations",
                   "function_call", "reasoning_content"},
-    "tool": {"role", "content", "tool_call_id"},
+    "tool": {"role", "content", "tool_call_id", "name"},
 }
 
 
@@ -286,9 +299,9 @@ class _Messages:
     def _calls(self, calls: list[dict[str, Any]], i: int) -> list[dict[str, Any]]:
         out = []
         for j, c in enumerate(calls):
-            f = c.get("function") or {}
             where = f"messages[{i}].tool_calls[{j}]"
-            if c.get("type", "function") != "function" or not f.get("name"):
+            f = (c.get("function") if isinstance(c, dict) else None) or {}
+            if not f.get("name") or c.get("type", "function") != "function":
                 raise BadRequest(f"'{where}' must be a function call with a name.", param=where)
             try:
                 args = orjson.loads(f.get("arguments") or "{}")
@@ -310,8 +323,8 @@ class _Messages:
 
     def _result(self, m: dict[str, Any], i: int) -> dict[str, Any]:
         call_id = m.get("tool_call_id")
-        name = self.tool_names.get(call_id or "")
-        if name is None:
+        name = self.tool_names.get(call_id or "") or m.get("name")
+        if not name:
             raise BadRequest(f"'messages[{i}].tool_call_id' ({call_id!r}) matches no earlier assistant "
                              "tool_call; Gemini needs the function's name.", param=f"messages[{i}].tool_call_id")
         text = "".join(p["text"] for p in self._parts(m.get("content"), i, text_only=True))

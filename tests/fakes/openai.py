@@ -43,6 +43,7 @@ class FakeOpenAI(FakeVendor):
     model_suffix = "-2024-07-18"  # OpenAI answers with a dated snapshot id
     known_fields = KNOWN_FIELDS
     default_text = "Hello from fake OpenAI."
+    require_auth = True  # False: behave like a local server (Ollama, vLLM) that takes no key
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -53,6 +54,8 @@ class FakeOpenAI(FakeVendor):
     # ------------------------------------------------------------------ auth/validation
     def check_auth(self, request: web.Request) -> web.Response | None:
         auth = request.headers.get("Authorization", "")
+        if not auth and not self.require_auth:
+            return None
         if not auth:
             return oa_error(401, "You didn't provide an API key. You need to provide your API key "
                                  "in an Authorization header using Bearer auth.")

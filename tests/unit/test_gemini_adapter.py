@@ -186,6 +186,11 @@ def test_tool_result_needs_matching_call() -> None:
     assert e.value.param == "messages[2].tool_call_id"
 
 
+def test_tool_result_name_field_is_a_fallback() -> None:
+    b = body_of(chat(user("x"), calls("a"), {"role": "tool", "tool_call_id": "lost", "name": "g", "content": "1"}))
+    assert b["contents"][2]["parts"] == [{"functionResponse": {"name": "g", "response": {"output": "1"}}}]
+
+
 def test_tool_call_arguments_must_be_json_object() -> None:
     bad = calls("a")
     bad["tool_calls"][0]["function"]["arguments"] = "[1, 2"
@@ -364,7 +369,8 @@ def test_blocked_prompt_is_content_policy() -> None:
     assert e.value.code == "content_policy_violation"
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"{}", b'{"candidates": []}'])
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"{}", b'{"candidates": []}', b'{"candidates": [7]}',
+                                 b'{"candidates": [{"content": {"parts": ["x"]}}]}'])
 def test_malformed_response(raw: bytes) -> None:
     with pytest.raises(errors.UpstreamBadResponse):
         adapter().parse_response(raw, "m")
@@ -471,6 +477,8 @@ def test_stream_blocked_prompt_and_bad_json() -> None:
         tr.feed(ev("{this is not json"))
     with pytest.raises(ValueError):
         tr.feed(ev("[1, 2]"))
+    with pytest.raises(ValueError):
+        tr.feed(ev({"candidates": [{"content": {"parts": [3]}}]}))
 
 
 # ====================================================================== errors
