@@ -58,10 +58,12 @@ def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     event(logging.INFO, f"listening on http://{settings.host}:{settings.port}", event="startup",
           host=settings.host, port=settings.port)
     if sock is not None:
-        web.run_app(app, sock=sock, print=None, access_log=None, handle_signals=True)
+        web.run_app(app, sock=sock, print=None, access_log=None, handler_cancellation=True)
     else:
+        # handler_cancellation: a client that goes away cancels its handler, and with it
+        # the upstream request (SPEC 7), instead of streaming into a closed socket.
         web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
-                    reuse_port=settings.workers > 1)
+                    reuse_port=settings.workers > 1, handler_cancellation=True)
 
 
 def _worker(cli: dict[str, Any]) -> None:

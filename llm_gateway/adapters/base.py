@@ -107,6 +107,8 @@ class Adapter(ABC):
     kind: str = ""
     #: the vendor accepts a trailing assistant message to continue (prefill)
     supports_prefill: bool = False
+    #: the vendor's answer to a prefill starts with the prefill text itself
+    prefill_echoes_prefix: bool = False
     #: an own transport instead of the shared HTTP session (None: HTTP)
     transport: Transport | None = None
 

@@ -8,7 +8,9 @@ the behaviour documented for its strict request validation:
   ``max_tokens``; ``stream_options`` is consumed here (Mistral puts ``usage`` on the
   last chunk of every stream by itself); ``user`` and other OpenAI-only fields are a
   clear 400 naming the field, before any upstream call.
-* A trailing assistant message with ``"prefix": true`` is Mistral's own prefill.
+* A trailing assistant message with ``"prefix": true`` is Mistral's own prefill; the
+  answer *starts with* that prefix ("force the model to start its answer by the
+  content of the message"), so stream recovery skips it (``prefill_echoes_prefix``).
 * Errors: 422 ``{"object": "error", "message": {"detail": [{"loc": [...], "msg": ...}]}}``,
   401 ``{"message": "Unauthorized"}``, 429 with ``Retry-After`` when rate limited.
 """
@@ -35,6 +37,7 @@ _SUPPORTED = frozenset({
 class MistralAdapter(OpenAIAdapter):
     kind = "mistral"
     supports_prefill = True
+    prefill_echoes_prefix = True
     path = "/v1/chat/completions"
 
     def translate(self, req: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import aclosing
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -15,6 +17,7 @@ from ..cost import cost_usd, fmt_usd
 from ..keys import CTX, RESOLVER, ROUTER, SETTINGS
 from ..logging import event
 from ..routing.resolve import Target
+from ..routing.stream import LiveStream
 from ..sse import DONE, SSE_HEADERS, frame, frame_error
 from ..tokens import estimate_prompt_tokens, estimate_tokens
 from ..validation import parse_chat
@@ -62,6 +65,37 @@ def settle_usage(ctx: RequestContext, t: Target, body: dict[str, Any], usage: di
     return usage
 
 
+def settle_stream(ctx: RequestContext, body: dict[str, Any], live: LiveStream) -> dict[str, Any]:
+    """Usage and cost of a streamed answer: one segment, or the sum of a spliced one.
+
+    A recovered stream was billed by every upstream it touched, so the totals are the
+    sum of each segment's usage (vendor numbers, else estimates), each at its own price."""
+    segs = live.segments
+    first = segs[0]
+    if len(segs) == 1:
+        return settle_usage(ctx, first.target, body, first.translator.usage, "".join(first.translator.text))
+    total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    cost: Decimal | None = Decimal(0)
+    estimated = False
+    for seg in segs:
+        tr = seg.translator
+        u = tr.usage if tr.usage and "prompt_tokens" in tr.usage else None
+        if u is None:
+            estimated = True
+            pt = estimate_prompt_tokens(seg.request.get("messages") or [])
+            ct = estimate_tokens("".join(tr.text))
+            u = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+        for k in total:
+            total[k] += int(u.get(k) or 0)
+        price = seg.target.entry.price if seg.target.entry is not None else None
+        c = cost_usd(price, u)
+        cost = None if c is None or cost is None else cost + c
+    ctx.usage, ctx.estimated, ctx.cost, ctx.priced = total, estimated, cost, cost is not None
+    ctx.provider, ctx.model = live.seg.target.provider, live.seg.target.model
+    total["cost"] = float(cost) if cost is not None else 0.0
+    return total
+
+
 def gateway_headers(ctx: RequestContext, t: Target, with_cost: bool) -> dict[str, str]:
     h = {
         "X-Gateway-Provider": t.provider,
@@ -103,17 +137,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except errors.GatewayError as e:
         # After the first byte nothing is retried: end with an error event, no [DONE].
         ctx.error_type = e.error_type
-        settle_usage(ctx, t, cr.body, None, "".join(live.translator.text))
+        settle_stream(ctx, cr.body, live)
         await resp.write(frame_error(e.envelope(ctx.request_id)))
         return resp
-    except (ConnectionResetError, ConnectionError):
-        settle_usage(ctx, t, cr.body, live.translator.usage, "".join(live.translator.text))
+    except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+        # The client went away: the upstream stream is closed (aclosing above) and the
+        # tokens spent so far are logged and billed.
+        settle_stream(ctx, cr.body, live)
+        u = ctx.usage or {}
         event(logging.INFO, "client disconnected; upstream request cancelled", event="error",
               error_type="client_disconnected", status=499, provider=t.provider, model=t.model,
-              attempt=ctx.attempts, detail="the client closed the connection mid-stream")
+              attempt=ctx.attempts, detail=f"closed mid-stream after {u.get('completion_tokens', 0)} output tokens")
         ctx.error_type = "client_disconnected"
-        return resp
-    usage = settle_usage(ctx, t, cr.body, live.translator.usage, "".join(live.translator.text))
+        raise
+    usage = settle_stream(ctx, cr.body, live)
     if cr.include_usage:
         last = {"id": "chatcmpl-" + ctx.request_id.replace("-", "")[:24], "object": "chat.completion.chunk",
                 "created": 0, "model": t.model, "choices": [], "usage": usage}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -24,6 +25,10 @@ async def access_log_middleware(request: web.Request, handler: web.Handler) -> w
         resp = await handler(request)
         status = resp.status
         return resp
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = 499  # the client closed the connection before the answer was complete
+        ctx.error_type = ctx.error_type or "client_disconnected"
+        raise
     finally:
         if not ctx.request_logged:
             event(level, "request", event="request", method=request.method, path=request.path,

@@ -145,7 +145,10 @@ class Resolver:
             raise errors.BadRequest(
                 "no configured provider can serve this request", param="model", code="provider_not_configured"
             )
-        return out
+        # Targets cooling down after failures are skipped while another can serve; when
+        # all are cooling down they are tried anyway rather than refusing outright.
+        available = [t for t in out if self.is_available(t)]
+        return available or out
 
     def _chain(self, primary: Target | None, task_type: str | None) -> list[str]:
         if primary is not None:
@@ -170,8 +173,7 @@ class Resolver:
             mock = self.catalog.default_for("mock")
             if mock is not None:
                 out.append(Target("mock", mock.id, self.adapters["mock"], mock))
-        available = [t for t in out if self.is_available(t)]
-        return available or out  # all cooling down: try them anyway rather than refuse
+        return out
 
 
 _KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "CLAUDE_API_KEY", "gemini": "GEMINI_API_KEY",

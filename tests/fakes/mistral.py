@@ -38,6 +38,10 @@ class FakeMistral(FakeOpenAI):
     known_fields = MISTRAL_FIELDS
     default_text = "Bonjour from fake Mistral."
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefills: list[str] = []
+
     def check_auth(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization", "") != f"Bearer {self.api_key}":
             return web.Response(status=401, body=b'{"message":"Unauthorized","request_id":"fake"}',
@@ -56,7 +60,12 @@ class FakeMistral(FakeOpenAI):
         return super().validate(body)
 
     def answer_text(self, body: dict[str, Any], fault: Fault) -> str:
-        return fault.text if fault.text is not None else self.text
+        text = fault.text if fault.text is not None else self.text
+        last = body["messages"][-1]
+        if last.get("role") == "assistant" and last.get("prefix"):
+            self.prefills.append(last.get("content") or "")
+            return (last.get("content") or "") + text  # Mistral's answer starts with the prefix
+        return text
 
     async def stream(self, request: web.Request, fault: Fault, body: dict[str, Any], model: str, text: str,
                      n: int, usage: dict[str, Any], finish: str) -> web.StreamResponse:

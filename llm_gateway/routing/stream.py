@@ -1,0 +1,299 @@
+"""A streamed answer in flight: first-token and idle limits, and recovery after the first byte.
+
+Before the first content chunk reaches the client the router retries and falls back
+freely (``Router.open_stream``). After it, a cut, stalled or broken upstream stream is
+*continued* on the next target (then, as a last resort, once on the same target):
+
+* where the target accepts an assistant prefill (a catalog capability), the text
+  already delivered is sent as a trailing assistant message with ``"prefix": true``
+  and the continuation is appended as it comes;
+* otherwise a fresh answer is requested and its already-delivered prefix is skipped;
+  if the fresh answer does not start with what was delivered, splicing would produce
+  nonsense, so recovery fails instead.
+
+A target that rejects the prefill is asked for a fresh answer; its rejection never
+replaces the original failure. When nothing can continue the answer the original
+error is raised and the handler ends the client stream with an SSE error event and no
+``[DONE]``: a truncated answer is never dressed up as complete. A single malformed
+upstream event is skipped and logged; a second one fails the segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .. import errors
+from ..adapters.base import Chunk, StreamTranslator, UpstreamStream
+from ..context import RequestContext
+from ..logging import event
+from ..sse import SSEParser
+from .resolve import Target
+
+if TYPE_CHECKING:
+    from .router import Router
+
+
+@dataclass(slots=True)
+class Segment:
+    """One upstream stream's share of the answer (usage and cost are settled per segment)."""
+
+    target: Target
+    request: dict[str, Any]
+    up: UpstreamStream
+    translator: StreamTranslator
+    started: float
+    parser: SSEParser = field(default_factory=SSEParser)
+    malformed: int = 0
+    ended: bool = False
+    closed: bool = False
+    #: fresh-answer recovery: text still to be skipped before new content is passed on
+    skip: str = ""
+    #: the skip is an echoed prefill: an answer that does not repeat it is passed on as is
+    skip_lenient: bool = False
+    #: text this segment delivered to the client (after skipping)
+    delivered: list[str] = field(default_factory=list)
+    continuation: bool = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.up.close()
+
+
+class LiveStream:
+    """The client's one stream, made of one or more upstream segments."""
+
+    def __init__(self, router: Router, ctx: RequestContext, seg: Segment, remaining: list[Target]) -> None:
+        self.router = router
+        self.ctx = ctx
+        self.seg = seg
+        self.segments = [seg]
+        self.remaining = remaining
+        self.pending: list[Chunk] = []
+        self._it = seg.up.iter_chunks()
+        self.recovered = 0
+
+    # ------------------------------------------------------------------ compatibility views
+    @property
+    def target(self) -> Target:
+        return self.segments[0].target
+
+    @property
+    def translator(self) -> StreamTranslator:
+        return self.seg.translator
+
+    def delivered_text(self) -> str:
+        return "".join(s for seg in self.segments for s in self._seg_text(seg))
+
+    @staticmethod
+    def _seg_text(seg: Segment) -> list[str]:
+        return seg.delivered if seg.continuation else seg.translator.text
+
+    # ------------------------------------------------------------------ reading
+    def _event(self, ev: Any) -> None:
+        seg = self.seg
+        if seg.translator.done:
+            return
+        try:
+            out = seg.translator.feed(ev)
+        except ValueError as e:
+            seg.malformed += 1
+            event(logging.WARNING, "skipped a malformed stream event", event="error",
+                  error_type="malformed_event", status=None, provider=seg.target.provider,
+                  model=seg.target.model, attempt=self.ctx.attempts, detail=str(e)[:200])
+            if seg.malformed > 1:
+                raise errors.UpstreamBadResponse(
+                    f"{seg.target.provider} sent more than one malformed stream event") from None
+            return
+        if seg.continuation:
+            out = self._splice(out)
+        self.pending.extend(out)
+
+    def _has_content(self) -> bool:
+        tr = self.seg.translator
+        if tr.text or tr.finish_reason is not None or tr.done:
+            return True
+        for c in self.pending:
+            if isinstance(c, dict):
+                for ch in c.get("choices") or ():
+                    d = ch.get("delta") or {}
+                    if d.get("tool_calls") or d.get("content") or ch.get("finish_reason"):
+                        return True
+            elif b'"tool_calls"' in c:
+                return True
+        return False
+
+    async def fill_first(self, deadline: float) -> None:
+        """Read until the first content (or the end) within the first-token deadline."""
+        while not self._has_content():
+            remaining = deadline - self.router.clock()
+            if remaining <= 0:
+                raise errors.UpstreamTimeout(
+                    f"no first token within {self.router.settings.stream_first_token_timeout:g} s")
+            if not await self._read(remaining, first=True):
+                break
+        if self.seg.ended:
+            self._check_complete()
+
+    async def _read(self, timeout: float, first: bool = False) -> bool:
+        """Read one network piece into ``pending``. False at the end of the body."""
+        seg = self.seg
+        try:
+            async with asyncio.timeout(timeout):
+                data = await anext(self._it)
+        except StopAsyncIteration:
+            for ev in seg.parser.close():
+                self._event(ev)
+            tail = seg.translator.finish()
+            self.pending.extend(self._splice(tail) if seg.continuation else tail)
+            seg.ended = True
+            return False
+        except TimeoutError:
+            s = self.router.settings
+            what = (f"no first token within {s.stream_first_token_timeout:g} s" if first
+                    else f"the stream stalled for {s.stream_idle_timeout:g} s")
+            raise errors.UpstreamTimeout(what) from None
+        for ev in seg.parser.feed(data):
+            self._event(ev)
+        return True
+
+    def _check_complete(self) -> None:
+        tr = self.seg.translator
+        if not tr.done and tr.finish_reason is None:
+            raise errors.UpstreamUnavailable(
+                f"{self.seg.target.provider} closed the stream before the answer was complete",
+                provider=self.seg.target.provider, model=self.seg.target.model)
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """Every chunk for the client; continues on another target when one breaks."""
+        idle = self.router.settings.stream_idle_timeout
+        try:
+            while True:
+                try:
+                    if self.pending:
+                        out, self.pending = self.pending, []
+                        for c in out:
+                            yield c
+                    if self.seg.ended or self.seg.translator.done:
+                        self._check_complete()
+                        break
+                    await self._read(idle)
+                except errors.GatewayError as e:
+                    self._failed(e)
+                    await self._recover(e)
+            self.router.health.success(self.seg.target.key, (time.perf_counter() - self.seg.started) * 1000.0)
+        finally:
+            self.close()
+
+    def _failed(self, e: errors.GatewayError) -> None:
+        seg = self.seg
+        e.provider = e.provider or seg.target.provider
+        e.model = e.model or seg.target.model
+        self.router.record_failure(self.ctx, seg.target, e)
+        self._close_segment(seg)
+
+    def _close_segment(self, seg: Segment) -> None:
+        if not seg.closed:
+            self.ctx.upstream_s += time.perf_counter() - seg.started
+            seg.close()
+
+    def close(self) -> None:
+        for seg in self.segments:
+            self._close_segment(seg)
+
+    # ------------------------------------------------------------------ recovery
+    async def _recover(self, original: errors.GatewayError) -> None:
+        delivered = self.delivered_text()
+        carry, self.pending = self.pending, []  # the broken segment's last good chunks go first
+        candidates = list(self.remaining) or [self.seg.target]
+        self.remaining = []
+        base = self.segments[0].request
+        clock, limit = self.router.clock, self.router.settings.stream_first_token_timeout
+        for t in candidates:
+            modes = ("prefill", "fresh") if t.prefill and delivered else ("fresh",)
+            for mode in modes:
+                body = dict(base)
+                if mode == "prefill":
+                    body["messages"] = [*base["messages"], {"role": "assistant", "content": delivered,
+                                                            "prefix": True}]
+                deadline = clock() + limit
+                try:
+                    seg = await self.router.open_segment(self.ctx, body, t)
+                except errors.GatewayError as e:
+                    self.router.record_failure(self.ctx, t, e)
+                    if mode == "prefill" and isinstance(e, errors.ClientError):
+                        continue  # the prefill was refused: ask this target for a fresh answer
+                    break  # this target is out; the next one may do
+                seg.continuation = True
+                echoed = mode == "prefill" and t.adapter.prefill_echoes_prefix
+                seg.skip = delivered if mode == "fresh" or echoed else ""
+                seg.skip_lenient = echoed
+                self._switch(seg)
+                try:
+                    await self.fill_first(deadline)
+                except errors.GatewayError as e:
+                    self.pending = []
+                    self._failed(e)
+                    if mode == "prefill" and isinstance(e, errors.ClientError):
+                        continue
+                    break
+                self.pending = carry + self.pending
+                self.recovered += 1
+                if t.key != self.segments[0].target.key:
+                    self.ctx.fallback_used = True
+                event(logging.INFO, "stream continued on another target", event="attempt",
+                      provider=t.provider, model=t.model, attempt=self.ctx.attempts,
+                      error_type=original.error_type, status=original.upstream_status or original.status,
+                      delay_ms=0, mode=mode, delivered_chars=len(delivered))
+                return
+        self.pending = carry
+        raise original
+
+    def _switch(self, seg: Segment) -> None:
+        self.seg = seg
+        self.segments.append(seg)
+        self._it = seg.up.iter_chunks()
+
+    def _splice(self, chunks: list[Chunk]) -> list[Chunk]:
+        """Continuation chunks: no second role, the already-delivered prefix skipped."""
+        out: list[Chunk] = []
+        seg = self.seg
+        for c in chunks:
+            obj = orjson.loads(c) if isinstance(c, bytes) else c
+            keep = []
+            for ch in obj.get("choices") or []:
+                if ch.get("index", 0) != 0:
+                    continue
+                delta = dict(ch.get("delta") or {})
+                delta.pop("role", None)
+                content = delta.get("content")
+                if content and seg.skip:
+                    if seg.skip.startswith(content):
+                        seg.skip = seg.skip[len(content):]
+                        content = ""
+                    elif content.startswith(seg.skip):
+                        content = content[len(seg.skip):]
+                        seg.skip = ""
+                    elif seg.skip_lenient:
+                        seg.skip = ""  # the vendor did not echo the prefill after all
+                    else:
+                        raise errors.UpstreamBadResponse(
+                            "the fallback's fresh answer does not match the text already delivered; "
+                            "the answer cannot be continued coherently")
+                    delta["content"] = content
+                if content:
+                    seg.delivered.append(content)
+                if delta.get("content") == "" and len(delta) == 1:
+                    delta = {}
+                if delta or ch.get("finish_reason"):
+                    keep.append({**ch, "delta": delta})
+            if keep:
+                out.append({**obj, "choices": keep})
+        return out

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+
+from llm_gateway.settings import ConfigError, Secret, load_settings
+
+
+def test_defaults_and_mock_only():
+    s = load_settings({}, {})
+    assert (s.host, s.port, s.max_retries, s.cache_ttl) == ("127.0.0.1", 8080, 3, 300)
+    assert s.mock_only and s.providers["mock"].configured
+    assert s.providers["openai"].base_url == "https://api.openai.com/v1"
+
+
+def test_precedence_flag_over_env(tmp_path, monkeypatch):
+    env_file = tmp_path / "x.env"
+    env_file.write_text("PORT=9001\nLOG_LEVEL=warning\nMAX_RETRIES=5\n")
+    s = load_settings({"env_file": str(env_file), "port": 9003}, {"LOG_LEVEL": "error"})
+    assert s.port == 9003  # flag
+    assert s.log_level == "error"  # process env over .env
+    assert s.max_retries == 5  # .env over default
+
+
+def test_anthropic_alias_and_secret_masking():
+    s = load_settings({}, {"ANTHROPIC_API_KEY": "sk-ant-very-secret", "GATEWAY_API_KEYS": "gk-secret:team"})
+    assert s.providers["anthropic"].configured
+    text = repr(s)
+    assert "sk-ant-very-secret" not in text and "gk-secret" not in text
+    assert repr(Secret("abc")) == "Secret('**********')"
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"PORT": "http"}, "PORT"),
+    ({"MAX_RETRIES": "-1"}, "MAX_RETRIES"),
+    ({"CACHE_BACKEND": "disk"}, "CACHE_BACKEND"),
+    ({"LOG_QUERIES": "maybe"}, "LOG_QUERIES"),
+    ({"GATEWAY_API_KEYS": "nokey"}, "GATEWAY_API_KEYS"),
+    ({"INITIAL_BACKOFF": "5000", "MAX_BACKOFF": "100"}, "MAX_BACKOFF"),
+])
+def test_bad_values_are_clear_errors(env, needle):
+    with pytest.raises(ConfigError) as ei:
+        load_settings({}, env)
+    assert needle in str(ei.value)
+
+
+def test_open_bind_needs_keys_or_explicit_opt_in():
+    with pytest.raises(ConfigError):
+        load_settings({"host": "0.0.0.0"}, {})
+    assert load_settings({"host": "0.0.0.0"}, {"GATEWAY_ALLOW_OPEN": "true"}).allow_open
+    assert load_settings({"host": "0.0.0.0"}, {"GATEWAY_API_KEYS": "k:t"}).gateway_api_keys
+    assert load_settings({"host": "::1"}, {}).host == "::1"
