@@ -1,0 +1,164 @@
+"""Prometheus metrics (``GET /metrics``), one ``CollectorRegistry`` per app.
+
+A per-app registry (not prometheus-client's global one) lets tests run several apps in
+one process without "Duplicated timeseries" errors, and keeps what one app counts out
+of another's scrape.
+
+Where the numbers come from:
+* ``record(request, ctx, status)`` — called once per request from the access-log
+  middleware's ``finally`` (the one "request finished" place, streams included, so a
+  stream's latency is the whole stream): requests, latency, overhead, upstream time,
+  time to first token, tokens and cost.
+* the response cache: ``cache_result`` (hit / miss / bypass / coalesced) and
+  ``cache_backend_state``.
+* the router (``router.observer = metrics``): ``retry`` and ``fallback``; the health
+  table (``health.on_cooldown``): ``cooldown`` when a target's circuit opens.
+
+Label cardinality is bounded: ``route`` is the matched route pattern (or
+``unmatched``), never the raw path; provider, model and tenant values are capped
+(``MAX_LABEL_VALUES`` distinct values each, then ``other``), since with no gateway keys a
+tenant is whatever a body says and ``provider/any-model`` is forwarded. No request ids
+or free text are labels. Label children are cached per label tuple, so a request costs
+a few dict lookups and additions.
+
+Tokens and cost count what upstream calls used: a cache hit adds its request, latency
+and cache counters, but no tokens and no cost (it cost nothing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from .context import RequestContext
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+MAX_LABEL_VALUES = 200
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class _Capped:
+    """Pass a label value through until ``cap`` distinct values were seen; then ``other``."""
+
+    __slots__ = ("seen", "cap")
+
+    def __init__(self, cap: int = MAX_LABEL_VALUES) -> None:
+        self.seen: set[str] = set()
+        self.cap = cap
+
+    def __call__(self, v: str) -> str:
+        if v in self.seen:
+            return v
+        if len(self.seen) < self.cap:
+            self.seen.add(v)
+            return v
+        return "other"
+
+
+def route_of(request: web.Request) -> str:
+    """The matched route pattern (``/v1/chat/completions``, ``/ui/``) or ``unmatched``."""
+    try:
+        res = request.match_info.route.resource
+    except AttributeError:
+        return "unmatched"
+    return res.canonical if res is not None else "unmatched"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("llm_gateway_requests", "Requests by route, provider, model and HTTP status.",
+                                ["route", "provider", "model", "status"], registry=r)
+        self.latency = Histogram("llm_gateway_request_duration_seconds",
+                                 "Whole-request latency (a stream: until its last byte).", ["route"],
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.upstream = Histogram("llm_gateway_upstream_duration_seconds",
+                                  "Time spent waiting on upstreams per request (all attempts), by the "
+                                  "provider and model that answered.", ["provider", "model"],
+                                  buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("llm_gateway_time_to_first_token_seconds",
+                              "Streams: request start to the first content chunk in hand.",
+                              ["provider", "model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.overhead = Histogram("llm_gateway_overhead_seconds",
+                                  "Time spent in the gateway itself (total minus upstream).", ["route"],
+                                  buckets=_OVERHEAD_BUCKETS, registry=r)
+        self.input_tokens = Counter("llm_gateway_input_tokens", "Input (prompt) tokens sent upstream.",
+                                    ["provider", "model", "tenant"], registry=r)
+        self.output_tokens = Counter("llm_gateway_output_tokens", "Output (completion) tokens received.",
+                                     ["provider", "model", "tenant"], registry=r)
+        self.cost = Counter("llm_gateway_cost_usd", "Upstream cost in USD.", ["provider", "model", "tenant"],
+                            registry=r)
+        self.cache = Counter("llm_gateway_cache_requests",
+                             "Response-cache outcomes: hit, miss, bypass, coalesced (served by a concurrent "
+                             "identical request's answer).", ["result"], registry=r)
+        self.cache_up = Gauge("llm_gateway_cache_backend_up", "1 when the cache backend answers.", ["backend"],
+                              registry=r)
+        self.retries = Counter("llm_gateway_retries", "Retries of the same target, by provider.", ["provider"],
+                               registry=r)
+        self.fallbacks = Counter("llm_gateway_fallbacks", "Moves to the next target, by the provider that "
+                                 "failed.", ["provider"], registry=r)
+        self.cooldowns = Counter("llm_gateway_cooldowns", "Circuits opened (target cooled down), by provider.",
+                                 ["provider"], registry=r)
+        self.in_flight = Gauge("llm_gateway_requests_in_flight", "API requests being served now.", registry=r)
+        self._providers = _Capped()
+        self._models = _Capped()
+        self._tenants = _Capped()
+        self._children: dict[tuple[Any, ...], Any] = {}
+        for result in ("hit", "miss", "bypass", "coalesced"):
+            self.cache.labels(result)  # present at 0 from the start
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        k = (id(metric), *labels)
+        c = self._children.get(k)
+        if c is None:
+            c = self._children[k] = metric.labels(*labels)
+        return c
+
+    # ------------------------------------------------------------------ per request
+    def record(self, request: web.Request, ctx: RequestContext, status: int) -> None:
+        route = route_of(request)
+        provider = self._providers(ctx.provider or "")
+        model = self._models(ctx.model or "")
+        self._child(self.requests, route, provider, model, str(status)).inc()
+        self._child(self.latency, route).observe(ctx.elapsed_ms() / 1000.0)
+        self._child(self.overhead, route).observe(ctx.overhead_ms() / 1000.0)
+        if ctx.upstream_s > 0.0:
+            self._child(self.upstream, provider, model).observe(ctx.upstream_s)
+        if ctx.first_token_s is not None:
+            self._child(self.ttft, provider, model).observe(ctx.first_token_s)
+        if ctx.cache != "HIT" and ctx.provider:
+            tenant = self._tenants(ctx.tenant or "default")
+            u = ctx.usage
+            if u:
+                pt, ct = u.get("prompt_tokens"), u.get("completion_tokens")
+                if pt:
+                    self._child(self.input_tokens, provider, model, tenant).inc(pt)
+                if ct:
+                    self._child(self.output_tokens, provider, model, tenant).inc(ct)
+            if ctx.cost:
+                self._child(self.cost, provider, model, tenant).inc(float(ctx.cost))
+
+    # ------------------------------------------------------------------ cache
+    def cache_result(self, result: str) -> None:
+        self._child(self.cache, result).inc()
+
+    def cache_backend_state(self, backend: str, up: bool) -> None:
+        self.cache_up.labels(backend).set(1 if up else 0)
+
+    # ------------------------------------------------------------------ router / health observer
+    def retry(self, provider: str) -> None:
+        self._child(self.retries, self._providers(provider)).inc()
+
+    def fallback(self, provider: str) -> None:
+        self._child(self.fallbacks, self._providers(provider)).inc()
+
+    def cooldown(self, target_key: str) -> None:
+        """``target_key`` is ``provider/model`` (health's key)."""
+        self._child(self.cooldowns, self._providers(target_key.partition("/")[0])).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
