@@ -1,0 +1,110 @@
+"""The ledger's row, its queries, and the interface every store implements.
+
+One row per finished request (chat completions, /api/query, /v1/gateway/query; streams
+when they end; cache hits with cost 0). Token columns are *disjoint* buckets that sum to
+``total_tokens``: ``input_tokens`` excludes cached input, ``output_tokens`` excludes
+reasoning. A cache hit consumed nothing upstream: its tokens and cost are 0. ``cost_usd``
+is exact (Decimal); None (SQL NULL) means the model has no price in the catalog.
+Prompt and answer text are never stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from .. import errors
+from ..budget import tenant_of
+from ..context import RequestContext
+from ..cost import token_buckets
+
+TABLE = "llm_gateway_requests"
+GROUP_KEYS = ("tenant", "provider", "model", "day", "month")
+TOKEN_KEYS = ("input", "cached_input", "output", "reasoning", "total")
+
+
+class LedgerUnavailable(errors.GatewayError):
+    status = 503
+    type = "server_error"
+    code = "ledger_unavailable"
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    row_id: str  # unique per row (retried batches are idempotent); request ids may repeat
+    request_id: str
+    ts: float  # request start, epoch seconds (UTC)
+    tenant: str
+    endpoint: str
+    provider: str | None
+    model: str | None
+    status: int
+    error_type: str | None
+    cache: str
+    attempts: int
+    fallback_used: bool
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    estimated: bool
+    cost_usd: Decimal | None
+    latency_ms: float
+
+    @classmethod
+    def from_ctx(cls, ctx: RequestContext, status: int) -> LedgerRow:
+        hit = ctx.cache == "HIT"
+        b = token_buckets(None if hit else ctx.usage)
+        if hit:
+            cost: Decimal | None = Decimal(0)
+        elif ctx.cost is not None:
+            cost = ctx.cost
+        else:  # no answer (nothing billed), or an answer from an unpriced model (unknown)
+            cost = None if (ctx.usage and not ctx.priced) else Decimal(0)
+        return cls(
+            uuid.uuid4().hex, ctx.request_id, ctx.started_at, tenant_of(ctx), ctx.endpoint or "",
+            ctx.provider, ctx.model, status, ctx.error_type, ctx.cache, ctx.attempts, ctx.fallback_used,
+            b["input"], b["cached_input"], b["output"], b["reasoning"], b["total"],
+            bool(ctx.estimated and not hit), cost, round(ctx.elapsed_ms(), 3),
+        )
+
+
+def iso(ts: float) -> str:
+    """Fixed-width UTC ISO 8601 (sorts as text): 2025-06-01T12:00:00.000000Z."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(slots=True, frozen=True)
+class UsageQuery:
+    start: float | None = None  # inclusive, epoch seconds
+    end: float | None = None  # exclusive
+    tenant: str | None = None
+    group_by: tuple[str, ...] = ()
+
+
+def empty_group() -> dict[str, Any]:
+    return {"requests": 0, "errors": 0, "cache_hits": 0, "unpriced": 0, "cost": Decimal(0),
+            **{k: 0 for k in TOKEN_KEYS}}
+
+
+class Store(Protocol):
+    """Where rows go. ``write`` is idempotent per ``row_id``; every method may raise."""
+
+    backend: str  # for logs and /api/status, never with a password
+
+    async def write(self, rows: list[LedgerRow]) -> None: ...
+
+    async def usage(self, q: UsageQuery) -> list[dict[str, Any]]:
+        """One dict per group: the group keys, then requests, errors, cache_hits, unpriced,
+        cost (Decimal) and the TOKEN_KEYS sums."""
+        ...
+
+    async def recent(self, limit: int, tenant: str | None) -> list[dict[str, Any]]:
+        """The newest rows first, as dicts of LedgerRow's fields (ts as epoch seconds)."""
+        ...
+
+    async def close(self) -> None: ...
