@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from .adapters import build_adapters
+from .cache import ResponseCache
 from .catalog import load_catalog
 from .handlers.chat import chat_completions
 from .handlers.health import healthz
+from .handlers.metrics import metrics as metrics_handler
 from .handlers.models import list_models
-from .keys import ADAPTERS, CATALOG, HEALTH, RESOLVER, ROUTER, SESSION, SETTINGS
+from .handlers.openapi import openapi_json
+from .handlers.gateway import add_routes as add_gateway_routes
+from .handlers.status import api_status
+from .ledger import install as install_ledger
+from .keys import ADAPTERS, CACHE, CATALOG, HEALTH, METRICS, RESOLVER, ROUTER, SESSION, SETTINGS
+from .metrics import Metrics
+from .limits import setup_limits
 from .middleware import build_middlewares
+from .middleware.cors import setup_cors
 from .routing.health import Health
 from .routing.resolve import Resolver
 from .routing.retry import RetryPolicy
@@ -33,7 +43,12 @@ def create_app(
     clock: Callable[[], float] | None = None,
 ) -> web.Application:
     """Build the app. ``sleep``/``rand``/``clock`` are injectable for deterministic tests."""
-    app = web.Application(middlewares=build_middlewares(settings), client_max_size=settings.max_request_bytes)
+    # handler_args: explicit header limits (aiohttp's parser answers 400 beyond them)
+    app = web.Application(middlewares=build_middlewares(settings), client_max_size=settings.max_request_bytes,
+                          handler_args={"max_line_size": settings.max_header_bytes,
+                                        "max_field_size": settings.max_header_bytes, "max_headers": 128})
+    setup_limits(app, settings, clock)  # x-ratelimit-* headers, the limiter and its store
+    setup_cors(app, settings)  # CORS headers on actual responses (streams and errors included)
     catalog = load_catalog(settings.config)
     adapters = build_adapters(settings)
     health = Health(clock) if clock else Health()
@@ -41,6 +56,11 @@ def create_app(
     app[CATALOG] = catalog
     app[ADAPTERS] = adapters
     app[HEALTH] = health
+    metrics = app[METRICS] = Metrics()  # a registry per app (tests run several apps)
+    health.on_cooldown = metrics.cooldown
+    # The cache's clock is wall time (entries in Redis are shared across processes);
+    # tests inject theirs to move time instead of sleeping.
+    cache = app[CACHE] = ResponseCache(settings, clock or time.time, metrics)
     app[RESOLVER] = Resolver(settings, catalog, adapters, lambda t: health.available(t.key))
     warm_up()
 
@@ -58,9 +78,21 @@ def create_app(
         await session.close()
 
     app.cleanup_ctx.append(upstream_ctx)
+
+    async def observe_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[ROUTER].observer = metrics  # after upstream_ctx: the router exists now
+        yield
+        await cache.close()
+
+    app.cleanup_ctx.append(observe_ctx)
+    install_ledger(app, settings)  # budgets + spend ledger: request-end hooks, start/flush/stop
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/api/status", api_status)
+    add_gateway_routes(app)  # /api/query, /v1/gateway/{query,cost-estimate,usage,requests}
     if UI_DIR.is_dir() and (UI_DIR / "index.html").is_file():
         index = UI_DIR / "index.html"
 

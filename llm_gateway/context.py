@@ -13,6 +13,8 @@ class RequestContext:
     request_id: str
     started: float = field(default_factory=time.perf_counter)
     tenant: str | None = None
+    #: the gateway key's id (its config name or a digest prefix), never the key itself
+    key_id: str | None = None
     model_asked: str | None = None
     task_type: str | None = None
     stream: bool = False
@@ -21,6 +23,8 @@ class RequestContext:
     attempts: int = 0
     fallback_used: bool = False
     upstream_s: float = 0.0  # time spent waiting on upstreams (all attempts)
+    #: streams: seconds from the request start to the first content chunk in hand (metrics)
+    first_token_s: float | None = None
     cache: str = "BYPASS"
     usage: dict[str, Any] | None = None
     estimated: bool = False
@@ -31,6 +35,12 @@ class RequestContext:
     logs_response: bool = True
     #: per-attempt failures in order: {"provider", "model", "error_type", "status", "message"}
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: wall-clock start (epoch seconds): the spend ledger's ``ts`` and the budget day
+    started_at: float = field(default_factory=time.time)
+    #: set by handlers whose requests go into the spend ledger (e.g. "/v1/chat/completions")
+    endpoint: str | None = None
+    #: the budget reservation made at admission (budget.Hold), settled when the request ends
+    budget_hold: Any = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

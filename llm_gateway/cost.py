@@ -49,3 +49,33 @@ def fmt_usd(value: Decimal | None) -> str:
         return "0"
     s = format(value.normalize(), "f")
     return s if s != "-0" else "0"
+
+
+#: output tokens assumed for a worst-case estimate when neither the request (max_tokens)
+#: nor the catalog (max_output_tokens) gives a cap
+DEFAULT_OUTPUT_CAP = 4096
+
+
+def token_buckets(usage: dict[str, Any] | None) -> dict[str, int]:
+    """Disjoint token buckets from a canonical usage dict; they sum to ``total``.
+
+    ``input`` excludes cached input, ``output`` excludes reasoning (both vendors' subsets
+    in the OpenAI shape: prompt_tokens_details.cached_tokens, completion_tokens_details.
+    reasoning_tokens)."""
+    fresh, cached, out = usage_buckets(usage)
+    details = (usage or {}).get("completion_tokens_details") or {}
+    reasoning = int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
+    reasoning = min(reasoning, out)
+    return {"input": fresh, "cached_input": cached, "output": out - reasoning, "reasoning": reasoning,
+            "total": fresh + cached + out}
+
+
+def output_cap(body: dict[str, Any], max_output_tokens: int | None) -> tuple[int, str]:
+    """The most output tokens one answer may bill, and where the figure comes from."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        v = body.get(name)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v, name
+    if max_output_tokens:
+        return int(max_output_tokens), "model_max_output_tokens"
+    return DEFAULT_OUTPUT_CAP, "default"

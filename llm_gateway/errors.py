@@ -17,9 +17,12 @@ the errors middleware turns them into the OpenAI envelope
     │   │   └── ContentPolicy            vendor refused on policy grounds
     │   ├── AuthenticationError (401)    the caller's gateway key
     │   ├── PermissionDenied (403)
+    │   ├── RequestTimeout (408)         the client sent its body too slowly
+    │   ├── RateLimitExceeded (429)      the gateway's own per-tenant/per-key limit
     │   ├── NotFound (404)               unknown route or model
     │   ├── PayloadTooLarge (413)
     │   └── CostLimitExceeded (402)
+    ├── LimiterUnavailable (503)         the shared rate-limit store is down (fail-closed)
     └── UpstreamError                    a target failed; the router decides
         ├── RateLimited (429)            retryable, honours retry_after
         ├── Overloaded (503)             Anthropic 529 and friends; retryable
@@ -127,6 +130,9 @@ class AuthenticationError(ClientError):
     type = "authentication_error"
     code = "invalid_api_key"
 
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="llm-gateway"'}
+
 
 class PermissionDenied(ClientError):
     status = 403
@@ -158,6 +164,30 @@ class CostLimitExceeded(ClientError):
 class MethodNotAllowed(ClientError):
     status = 405
     code = "method_not_allowed"
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
+class RateLimitExceeded(ClientError):
+    """The gateway's own limit (requests or tokens per minute); not an upstream's 429."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class LimiterUnavailable(GatewayError):
+    """RATE_LIMIT_FAIL_OPEN=false and the shared store cannot be reached."""
+
+    status = 503
+    type = "server_error"
+    code = "rate_limiter_unavailable"
 
 
 # ---------------------------------------------------------------- a target failed

@@ -54,6 +54,29 @@ class GatewayFormatter(OrjsonFormatter):
         return out
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a traceback quoting up to 100 bytes of the offending line for every
+    malformed request (a header over MAX_HEADER_BYTES, too many headers...). That is the
+    client's error, already answered with 400; keep one line without the quoted bytes,
+    which may hold a credential (an oversized Authorization header)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+            record.msg = f"malformed HTTP request refused with {exc.code or 400} ({type(exc).__name__})"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.__dict__.setdefault("event", "error")
+            record.__dict__.setdefault("error_type", "malformed_request")
+        return True
+
+
+_MALFORMED = MalformedRequestFilter()
+
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
 
@@ -70,6 +93,9 @@ def setup_logging(level: str, secrets: list[str] | None = None, stream: Any = No
     log.setLevel(_LEVELS[level])
     # aiohttp's own access log duplicates ours; its error lines stay (warning and up).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if _MALFORMED not in server_log.filters:
+        server_log.addFilter(_MALFORMED)
     return handler
 
 

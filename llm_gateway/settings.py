@@ -14,6 +14,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,16 @@ class ProviderConfig:
         return self.kind == "mock" or not self.needs_key or bool(self.api_key)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """A gateway key's identity. ``id`` names it in rate-limit buckets and logs (never the key)."""
+
+    tenant: str
+    id: str  # the config's ``name``, else the first 16 hex digits of its SHA-256
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
 @dataclass(slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -85,6 +96,8 @@ class Settings:
     cache_enabled: bool = True
     cache_ttl: int = 300
     cache_backend: str = "memory"
+    #: memory cache bound (entries); past it the oldest entry is evicted
+    cache_max_entries: int = 10000
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_retries: int = 3
     initial_backoff_ms: float = 1000.0
@@ -99,11 +112,33 @@ class Settings:
     #: upper bound for a whole request over all its targets (seconds)
     request_deadline: float = 180.0
     gateway_api_keys: dict[Secret, str] = field(default_factory=dict)
+    #: keys from the config's ``[[keys]]`` tables: SHA-256 digest -> entry (no plaintext)
+    hashed_keys: dict[bytes, KeyEntry] = field(default_factory=dict)
     allow_open: bool = False
+    #: rate-limit store: memory (per process) or redis (shared via REDIS_URL)
+    rate_limit_backend: str = "memory"
+    #: when the redis store is unreachable: true = per-process limits, false = 503
+    rate_limit_fail_open: bool = True
+    #: output tokens reserved when a request sets no max_tokens (reconciled afterwards)
+    rate_limit_default_output_tokens: int = 1024
+    #: seconds a client may take to send its whole request body (then 408)
+    client_body_timeout: float = 30.0
+    #: origins allowed by CORS (exact ``scheme://host[:port]`` or ``*``); empty: no CORS
+    cors_allow_origins: tuple[str, ...] = ()
+    #: longest request line / header field accepted (bytes); longer: 400 from the HTTP parser
+    max_header_bytes: int = 8190
     max_request_bytes: int = 10 * 1024 * 1024
     anthropic_default_max_tokens: int = 4096
     connect_timeout: float = 10.0
     upstream_connection_limit: int = 1000
+    #: spend ledger (llm_gateway/ledger): SQLite file; None = disabled (LEDGER_PATH=off)
+    ledger_path: str | None = "./llm-gateway-ledger.sqlite3"
+    #: PostgreSQL ledger instead of SQLite (postgresql://...); may carry a password
+    database_url: Secret | None = None
+    #: rows waiting to be written; beyond it rows are dropped (logged), requests never wait
+    ledger_queue_size: int = 10000
+    #: seconds the ledger may take to write its last rows on shutdown
+    ledger_flush_timeout: float = 10.0
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     #: the parsed TOML config (validated), for the catalog and later features
     config: dict[str, Any] = field(default_factory=dict)
@@ -115,9 +150,17 @@ class Settings:
                 continue
             v = getattr(self, f.name)
             if f.name == "gateway_api_keys":
-                v = {"**********": t for t in v.values()}
+                v = [f"**********:{t}" for t in v.values()]  # one masked entry per key
+            elif f.name == "hashed_keys":
+                v = list(v.values())  # KeyEntry holds no key material; the digests stay out too
+            elif f.name == "redis_url":
+                v = mask_url(v)
             parts.append(f"{f.name}={v!r}")
         return "Settings(" + ", ".join(parts) + ")"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.gateway_api_keys or self.hashed_keys)
 
     @property
     def mock_only(self) -> bool:
@@ -169,6 +212,28 @@ def parse_api_keys(raw: str) -> dict[Secret, str]:
     return out
 
 
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """``https://a.example, http://localhost:3000`` -> exact origins (no path, no trailing /)."""
+    out = []
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        if item != "*" and not re.fullmatch(r"https?://[^/\s]+", item):
+            raise ConfigError(f"CORS_ALLOW_ORIGINS: {item!r} is not an origin (scheme://host[:port], or *)")
+        out.append(item.rstrip("/").lower())
+    return tuple(out)
+
+
+def mask_url(url: str) -> str:
+    """A URL with any password replaced (``redis://:***@host:6379/0``), for logs and repr."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
 def is_loopback(host: str) -> bool:
     if host in ("localhost", "localhost.localdomain"):
         return True
@@ -187,7 +252,12 @@ _MODEL_KEYS = {
     "task_types", "prefill", "default",
 }
 _PRICE_KEYS = {"input_per_1m", "output_per_1m", "cached_input_per_1m", "prices_as_of", "price_source"}
-_TOP_KEYS = {"providers", "models", "prices", "tasks", "fallbacks", "tenants", "gateway"}
+_TOP_KEYS = {"providers", "models", "prices", "tasks", "fallbacks", "tenants", "gateway", "keys"}
+#: [[keys]]: gateway keys stored as SHA-256 hex digests (never the key itself)
+_KEY_KEYS = {"sha256", "tenant", "name", "requests_per_minute", "tokens_per_minute"}
+#: [tenants.NAME]: rate limits (issue 6) and budgets (the ledger)
+_TENANT_LIMIT_KEYS = {"requests_per_minute", "tokens_per_minute"}
+_TENANT_KEYS = _TENANT_LIMIT_KEYS | {"budget_usd_per_day", "budget_usd_per_month"}
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -236,7 +306,78 @@ def load_config_file(path: str) -> dict[str, Any]:
         for k in tbl:
             if k not in _PRICE_KEYS:
                 raise _unknown(p, text, f"[prices.{name}]", k, _PRICE_KEYS)
+    _check_keys_and_tenants(p, text, data)
     return data
+
+
+def _per_minute(where: str, tbl: Mapping[str, Any]) -> None:
+    for k in _TENANT_LIMIT_KEYS:
+        v = tbl.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ConfigError(f"{where}: {k} must be a whole number of at least 1")
+
+
+def _budget_amounts(p: Path, text: str, name: str, tbl: Mapping[str, Any]) -> None:
+    """budget_usd_per_day / _per_month: a non-negative USD amount ("5.00" or 5)."""
+    for k in ("budget_usd_per_day", "budget_usd_per_month"):
+        if k not in tbl:
+            continue
+        v = tbl[k]
+        try:
+            ok = not isinstance(v, bool) and isinstance(v, str | int | float) and Decimal(str(v).strip()) >= 0
+        except InvalidOperation:
+            ok = False
+        if not ok or not Decimal(str(v).strip()).is_finite():
+            line = _line_of(text, k)
+            raise ConfigError(f"{p}{f':{line}' if line else ''}: [tenants.{name}] {k}={v!r}: expected "
+                              'an amount in USD such as "5.00" (a string or a number, not negative)')
+
+
+def _check_keys_and_tenants(p: Path, text: str, data: Mapping[str, Any]) -> None:
+    tenants = data.get("tenants") or {}
+    if not isinstance(tenants, dict):
+        raise ConfigError(f"{p}: tenants must be a table of [tenants.NAME] tables")
+    for name, tbl in tenants.items():
+        if not isinstance(tbl, dict):
+            raise ConfigError(f"{p}: [tenants.{name}] must be a table")
+        for k in tbl:
+            if k not in _TENANT_KEYS:
+                raise _unknown(p, text, f"[tenants.{name}]", k, _TENANT_KEYS)
+        _per_minute(f"{p}: [tenants.{name}]", tbl)
+        _budget_amounts(p, text, name, tbl)
+    keys = data.get("keys") or []
+    if not isinstance(keys, list):
+        raise ConfigError(f"{p}: keys must be an array of tables ([[keys]])")
+    for i, tbl in enumerate(keys, 1):
+        where = f"{p}: [[keys]] entry {i}"
+        if not isinstance(tbl, dict):
+            raise ConfigError(f"{where} must be a table")
+        for k in tbl:
+            if k not in _KEY_KEYS:
+                raise _unknown(p, text, "[[keys]]", k, _KEY_KEYS)
+        digest = tbl.get("sha256")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest.strip()):
+            raise ConfigError(f"{where}: sha256 must be the 64 hex digits of the key's SHA-256 digest "
+                              "(e.g. printf %s \"$KEY\" | sha256sum); never put the key itself here")
+        tenant = tbl.get("tenant")
+        if not isinstance(tenant, str) or not tenant.strip():
+            raise ConfigError(f"{where}: tenant must be a non-empty string")
+        if "name" in tbl and (not isinstance(tbl["name"], str) or not tbl["name"].strip()):
+            raise ConfigError(f"{where}: name must be a non-empty string")
+        _per_minute(where, tbl)
+
+
+def hashed_keys(config: Mapping[str, Any]) -> dict[bytes, KeyEntry]:
+    """The validated ``[[keys]]`` tables as digest -> KeyEntry (duplicates are an error)."""
+    out: dict[bytes, KeyEntry] = {}
+    for i, tbl in enumerate(config.get("keys") or [], 1):
+        hexd = tbl["sha256"].strip().lower()
+        digest = bytes.fromhex(hexd)
+        if digest in out:
+            raise ConfigError(f"[[keys]] entry {i}: the same sha256 appears twice")
+        out[digest] = KeyEntry(tbl["tenant"].strip(), str(tbl.get("name") or hexd[:16]).strip(),
+                               tbl.get("requests_per_minute"), tbl.get("tokens_per_minute"))
+    return out
 
 
 # ------------------------------------------------------------------------ loading
@@ -284,6 +425,8 @@ def load_settings(
         s.cache_ttl = _num("CACHE_TTL", v, int, 0)
     if (v := g("CACHE_BACKEND")) is not None:
         s.cache_backend = _choice("CACHE_BACKEND", v, ("memory", "redis"))
+    if (v := g("CACHE_MAX_ENTRIES")) is not None:
+        s.cache_max_entries = _num("CACHE_MAX_ENTRIES", v, int, 1)
     if (v := g("REDIS_URL")) is not None:
         s.redis_url = v.strip()
     if (v := g("MAX_RETRIES")) is not None:
@@ -314,6 +457,29 @@ def load_settings(
         s.max_request_bytes = _num("MAX_REQUEST_BYTES", v, int, 1024)
     if (v := g("ANTHROPIC_DEFAULT_MAX_TOKENS")) is not None:
         s.anthropic_default_max_tokens = _num("ANTHROPIC_DEFAULT_MAX_TOKENS", v, int, 1)
+    if (v := g("LEDGER_PATH")) is not None:
+        s.ledger_path = None if v.strip().lower() in ("", "off", "none", "false", "0") else v.strip()
+    if (v := g("DATABASE_URL")) is not None and v.strip():
+        if not v.strip().lower().startswith(("postgresql://", "postgres://")):
+            raise ConfigError("DATABASE_URL: expected a postgresql://user:password@host:port/db URL "
+                              "(leave it unset for the SQLite ledger at LEDGER_PATH)")
+        s.database_url = Secret(v.strip())
+    if (v := g("LEDGER_QUEUE_SIZE")) is not None:
+        s.ledger_queue_size = _num("LEDGER_QUEUE_SIZE", v, int, 1)
+    if (v := g("LEDGER_FLUSH_TIMEOUT")) is not None:
+        s.ledger_flush_timeout = _num("LEDGER_FLUSH_TIMEOUT", v, float, 0)
+    if (v := g("RATE_LIMIT_BACKEND")) is not None:
+        s.rate_limit_backend = _choice("RATE_LIMIT_BACKEND", v, ("memory", "redis"))
+    if (v := g("RATE_LIMIT_FAIL_OPEN")) is not None:
+        s.rate_limit_fail_open = _bool("RATE_LIMIT_FAIL_OPEN", v)
+    if (v := g("RATE_LIMIT_DEFAULT_OUTPUT_TOKENS")) is not None:
+        s.rate_limit_default_output_tokens = _num("RATE_LIMIT_DEFAULT_OUTPUT_TOKENS", v, int, 0)
+    if (v := g("CLIENT_BODY_TIMEOUT")) is not None:
+        s.client_body_timeout = _num("CLIENT_BODY_TIMEOUT", v, float, 0.001)
+    if (v := g("CORS_ALLOW_ORIGINS")) is not None:
+        s.cors_allow_origins = parse_origins(v)
+    if (v := g("MAX_HEADER_BYTES")) is not None:
+        s.max_header_bytes = _num("MAX_HEADER_BYTES", v, int, 1024, 1024 * 1024)
 
     # CLI flags win over everything.
     if "host" in cli:
@@ -329,12 +495,14 @@ def load_settings(
 
     s.config = load_config_file(s.config_path) if s.config_path else {}
     s.providers = _providers(env, s.config)
+    s.hashed_keys = hashed_keys(s.config)
 
-    if not is_loopback(s.host) and not s.gateway_api_keys and not s.allow_open:
+    if not is_loopback(s.host) and not s.auth_enabled and not s.allow_open:
         raise ConfigError(
             f"refusing to listen on {s.host} without GATEWAY_API_KEYS: anyone who reaches "
             "this address could spend your provider credit. Set GATEWAY_API_KEYS "
-            "(key:tenant pairs), or GATEWAY_ALLOW_OPEN=true if the network already protects it."
+            "(key:tenant pairs) or [[keys]] in the config, or GATEWAY_ALLOW_OPEN=true if the "
+            "network already protects it."
         )
     return s
 

@@ -7,6 +7,7 @@ nothing downstream can forward them to a vendor.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,12 @@ from . import errors
 EXTENSION_FIELDS = ("fallbacks", "task_type", "cache")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_DEPTH = 64
+#: sanity bounds (the body size limit, MAX_REQUEST_BYTES, bounds everything else)
+MAX_MESSAGES = 10_000
+MAX_TOOLS = 128  # OpenAI's own limit
+MAX_FALLBACKS = 16  # each fallback may be retried: bound the fan-out of one request
+MAX_MODEL_CHARS = 256
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(slots=True)
@@ -65,6 +72,109 @@ def _num(body: dict[str, Any], name: str, lo: float, hi: float | None, integer: 
         raise errors.BadRequest(f"'{name}' must be {rng}; got {v}.", param=name, code="invalid_value")
 
 
+def _bad(param: str, msg: str, code: str = "invalid_type") -> errors.BadRequest:
+    return errors.BadRequest(f"'{param}' {msg}", param=param, code=code)
+
+
+def _check_message(i: int, m: dict[str, Any], role: str) -> None:
+    """Shapes inside one message: parts, name, tool calls and tool results."""
+    where = f"messages[{i}]"
+    c = m.get("content")
+    if isinstance(c, list):
+        for j, part in enumerate(c):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise _bad(f"{where}.content[{j}]", "must be an object with a string 'type'.")
+            if part["type"] == "text" and not isinstance(part.get("text"), str):
+                raise _bad(f"{where}.content[{j}].text", "must be a string.")
+    if m.get("name") is not None and not isinstance(m["name"], str):
+        raise _bad(f"{where}.name", "must be a string.")
+    if role == "tool" and not isinstance(m.get("tool_call_id"), str):
+        raise _bad(f"{where}.tool_call_id", "is required for role 'tool' and must be a string.",
+                   "missing_required_parameter" if m.get("tool_call_id") is None else "invalid_type")
+    calls = m.get("tool_calls")
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise _bad(f"{where}.tool_calls", "must be an array of tool calls.")
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict):
+            raise _bad(f"{where}.tool_calls[{j}].function", "must be an object with 'name' and 'arguments'.")
+        if not isinstance(fn.get("name"), str):
+            raise _bad(f"{where}.tool_calls[{j}].function.name", "must be a string.")
+        if fn.get("arguments") is not None and not isinstance(fn["arguments"], str):
+            raise _bad(f"{where}.tool_calls[{j}].function.arguments", "must be a string (JSON text).")
+        if call.get("id") is not None and not isinstance(call["id"], str):
+            raise _bad(f"{where}.tool_calls[{j}].id", "must be a string.")
+
+
+def _check_tools(body: dict[str, Any]) -> None:
+    """tools, tool_choice and response_format: types strict, enum values left to the vendor
+    (OpenAI keeps adding kinds; an adapter refuses what its vendor cannot take)."""
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise _bad("tools", "must be an array of tool objects.")
+        if len(tools) > MAX_TOOLS:
+            raise _bad("tools", f"may hold at most {MAX_TOOLS} tools; got {len(tools)}.", "array_too_long")
+        for i, t in enumerate(tools):
+            if not isinstance(t, dict) or not isinstance(t.get("type"), str):
+                raise _bad(f"tools[{i}]", "must be an object with a string 'type' (e.g. \"function\").")
+            if t["type"] != "function":
+                continue
+            fn = t.get("function")
+            if not isinstance(fn, dict):
+                raise _bad(f"tools[{i}].function", "must be an object.")
+            name = fn.get("name")
+            if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+                raise _bad(f"tools[{i}].function.name", "must be 1 to 64 letters, digits, '_' or '-'.",
+                           "invalid_value" if isinstance(name, str) else "invalid_type")
+            if fn.get("description") is not None and not isinstance(fn["description"], str):
+                raise _bad(f"tools[{i}].function.description", "must be a string.")
+            if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
+                raise _bad(f"tools[{i}].function.parameters", "must be a JSON Schema object.")
+            if fn.get("strict") is not None and not isinstance(fn["strict"], bool):
+                raise _bad(f"tools[{i}].function.strict", "must be a boolean.")
+    choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, str):
+        if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+            raise _bad("tool_choice", "must be \"none\", \"auto\", \"required\" or an object with a 'type'.")
+        fn = choice.get("function")
+        if choice["type"] == "function" and not (isinstance(fn, dict) and isinstance(fn.get("name"), str)):
+            raise _bad("tool_choice.function.name", "must name the function to call.")
+    rf = body.get("response_format")
+    if rf is not None:
+        if not isinstance(rf, dict) or not isinstance(rf.get("type"), str):
+            raise _bad("response_format", "must be an object with a string 'type' (text, json_object, json_schema).")
+        if rf["type"] == "json_schema":
+            js = rf.get("json_schema")
+            if not isinstance(js, dict):
+                raise _bad("response_format.json_schema", "is required for type 'json_schema' and must be an object.")
+            if not isinstance(js.get("name"), str) or not _NAME_RE.fullmatch(js["name"]):
+                raise _bad("response_format.json_schema.name", "must be 1 to 64 letters, digits, '_' or '-'.")
+            if js.get("schema") is not None and not isinstance(js["schema"], dict):
+                raise _bad("response_format.json_schema.schema", "must be a JSON Schema object.")
+
+
+def _check_scalars(body: dict[str, Any]) -> None:
+    for name in ("parallel_tool_calls", "logprobs", "store"):
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise _bad(name, "must be a boolean.")
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise _bad("user", "must be a string.")
+    _num(body, "top_logprobs", 0, 20, integer=True)
+    bias = body.get("logit_bias")
+    if bias is not None:
+        if not isinstance(bias, dict):
+            raise _bad("logit_bias", "must be an object mapping token ids to numbers.")
+        for k, v in bias.items():
+            if not isinstance(v, int | float) or isinstance(v, bool) or not -100 <= v <= 100:
+                raise _bad(f"logit_bias.{k}", "must be a number between -100 and 100.", "invalid_value")
+    meta = body.get("metadata")
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise _bad("metadata", "must be an object of string values.")
+
+
 def parse_chat(raw: bytes) -> ChatRequest:
     body = parse_json(raw)
     if not isinstance(body, dict):
@@ -77,6 +187,9 @@ def parse_chat(raw: bytes) -> ChatRequest:
                                 code="missing_required_parameter")
     if not isinstance(model, str) or not model.strip():
         raise errors.BadRequest("'model' must be a non-empty string.", param="model", code="invalid_type")
+    if len(model) > MAX_MODEL_CHARS:
+        raise errors.BadRequest(f"'model' is longer than {MAX_MODEL_CHARS} characters.", param="model",
+                                code="invalid_value")
     msgs = body.get("messages")
     if msgs is None:
         raise errors.BadRequest("Missing required parameter: 'messages'.", param="messages",
@@ -87,6 +200,9 @@ def parse_chat(raw: bytes) -> ChatRequest:
     if not msgs:
         raise errors.BadRequest("'messages' must contain at least one message.", param="messages",
                                 code="empty_array")
+    if len(msgs) > MAX_MESSAGES:
+        raise errors.BadRequest(f"'messages' may hold at most {MAX_MESSAGES} messages; got {len(msgs)}.",
+                                param="messages", code="array_too_long")
     for i, m in enumerate(msgs):
         if not isinstance(m, dict):
             raise errors.BadRequest(f"'messages[{i}]' must be an object.", param=f"messages[{i}]",
@@ -103,6 +219,7 @@ def parse_chat(raw: bytes) -> ChatRequest:
         if c is None and role in ("user", "system", "developer") :
             raise errors.BadRequest(f"'messages[{i}].content' is required for role {role!r}.",
                                     param=f"messages[{i}].content", code="missing_required_parameter")
+        _check_message(i, m, role)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -132,10 +249,16 @@ def parse_chat(raw: bytes) -> ChatRequest:
         raise errors.BadRequest("'stop' must be a string or an array of up to 4 strings.", param="stop",
                                 code="invalid_type")
 
+    _check_tools(body)
+    _check_scalars(body)
+
     fallbacks = body.pop("fallbacks", None)
     if fallbacks is not None and not (isinstance(fallbacks, list) and all(isinstance(f, str) for f in fallbacks)):
         raise errors.BadRequest("'fallbacks' must be an array of model names.", param="fallbacks",
                                 code="invalid_type")
+    if fallbacks is not None and len(fallbacks) > MAX_FALLBACKS:
+        raise errors.BadRequest(f"'fallbacks' may name at most {MAX_FALLBACKS} models; got {len(fallbacks)}.",
+                                param="fallbacks", code="array_too_long")
     task_type = body.pop("task_type", None)
     if task_type is not None and not isinstance(task_type, str):
         raise errors.BadRequest("'task_type' must be a string.", param="task_type", code="invalid_type")

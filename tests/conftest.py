@@ -120,7 +120,9 @@ async def gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 
     async def make(env: dict[str, str] | None = None, config: str | None = None,
                    rand: float = 0.5) -> Gateway:
-        environ = {"LOG_LEVEL": "debug", "INITIAL_BACKOFF": "100", "MAX_BACKOFF": "2000"}
+        environ = {"LOG_LEVEL": "debug", "INITIAL_BACKOFF": "100", "MAX_BACKOFF": "2000",
+                   # the spend ledger's SQLite file goes to the test's tmp dir, never the repo
+                   "LEDGER_PATH": str(tmp_path / f"ledger{len(started)}.sqlite3")}
         environ.update(env or {})
         if config is not None:
             p = tmp_path / f"config{len(started)}.toml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import aclosing
 from decimal import Decimal
 from typing import Any
@@ -14,13 +15,20 @@ from aiohttp import web
 from .. import errors
 from ..context import RequestContext
 from ..cost import cost_usd, fmt_usd
-from ..keys import CTX, RESOLVER, ROUTER, SETTINGS
-from ..logging import event
+from ..cache import Flight
+from ..cache.stream import StreamRecorder, replay_chunks
+from ..keys import CACHE, CTX, RESOLVER, ROUTER, SETTINGS
+from ..budget import admit
+from ..limits import reserve_chat
+from ..logging import event, log
 from ..routing.resolve import Target
 from ..routing.stream import LiveStream
 from ..sse import DONE, SSE_HEADERS, frame, frame_error
 from ..tokens import estimate_prompt_tokens, estimate_tokens
-from ..validation import parse_chat
+from ..validation import ChatRequest, parse_chat
+
+#: answers are logged at debug level only, cut to this many characters (like the query)
+ANSWER_LOG_CHARS = 2000
 
 
 def log_request(request: web.Request, ctx: RequestContext, query: str | None = None) -> None:
@@ -96,10 +104,11 @@ def settle_stream(ctx: RequestContext, body: dict[str, Any], live: LiveStream) -
     return total
 
 
-def gateway_headers(ctx: RequestContext, t: Target, with_cost: bool) -> dict[str, str]:
+def gateway_headers(ctx: RequestContext, t: Target | None, with_cost: bool) -> dict[str, str]:
+    """The SPEC 8 headers; ``t`` None: a cache hit (who answered is in ``ctx``)."""
     h = {
-        "X-Gateway-Provider": t.provider,
-        "X-Gateway-Model": t.model,
+        "X-Gateway-Provider": t.provider if t is not None else (ctx.provider or ""),
+        "X-Gateway-Model": t.model if t is not None else (ctx.model or ""),
         "X-Gateway-Cache": ctx.cache,
         "X-Gateway-Attempts": str(ctx.attempts),
         "X-Gateway-Overhead-Ms": f"{ctx.overhead_ms():.3f}",
@@ -114,30 +123,71 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
     cr = parse_chat(await request.read())
     ctx.model_asked, ctx.task_type, ctx.stream = cr.model, cr.task_type, cr.stream
+    ctx.endpoint = "/v1/chat/completions"  # recorded in the spend ledger when it ends
     log_request(request, ctx, last_user_text(cr.body))
     targets = app[RESOLVER].targets(cr.model, cr.task_type, cr.fallbacks)
-    router = app[ROUTER]
-    if not cr.stream:
-        resp, t = await router.complete(ctx, cr.body, targets)
-        choices = resp.get("choices") or [{}]
-        text = (choices[0].get("message") or {}).get("content") or ""
-        resp["usage"] = settle_usage(ctx, t, cr.body, resp.get("usage"), text if isinstance(text, str) else "")
-        return web.Response(body=orjson.dumps(resp), content_type="application/json",
-                            headers=gateway_headers(ctx, t, with_cost=True))
+    cache = app[CACHE]
+    flight: Flight | None = None
+    key = cache.key_for(ctx, cr.cache, targets[0].provider, targets[0].model, cr.body)
+    if key is not None:
+        got = await cache.acquire(ctx, key)  # a stored answer, a concurrent twin's, or ours to make
+        if not isinstance(got, Flight):
+            return await serve_cached(request, ctx, got["response"], cr.stream, cr.include_usage)
+        flight = got
+    try:  # tokens per minute (limits/): reserved from the estimate, reconciled when the request ends
+        await reserve_chat(request, cr.body)
+        admit(request, ctx, cr.body, targets)  # the tenant's USD budget (budget.py): worst case reserved
+    except errors.GatewayError:
+        if flight is not None:
+            cache.release(flight)  # identical waiters try on their own, under their own limits
+        raise
+    try:
+        if not cr.stream:
+            return await _complete(request, ctx, cr, targets, flight)
+        return await _stream(request, ctx, cr, targets, flight)
+    except errors.GatewayError as e:
+        if flight is not None:
+            cache.fail(flight, e)  # identical requests waiting on this one get the same error
+        raise
+    finally:
+        if flight is not None:
+            cache.release(flight)  # no-op once finished; else the waiters try on their own
 
-    live = await router.open_stream(ctx, cr.body, targets)
+
+async def _complete(request: web.Request, ctx: RequestContext, cr: ChatRequest, targets: list[Target],
+                    flight: Flight | None) -> web.Response:
+    resp, t = await request.app[ROUTER].complete(ctx, cr.body, targets)
+    text = answer_text(resp)
+    resp["usage"] = settle_usage(ctx, t, cr.body, resp.get("usage"), text)
+    if flight is not None:
+        cache = request.app[CACHE]
+        await cache.finish(flight, cache.entry(resp, t.provider, t.model, ctx.estimated))
+    log_answer(ctx, text)
+    return web.Response(body=orjson.dumps(resp), content_type="application/json",
+                        headers=gateway_headers(ctx, t, with_cost=True))
+
+
+async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, targets: list[Target],
+                  flight: Flight | None) -> web.StreamResponse:
+    live = await request.app[ROUTER].open_stream(ctx, cr.body, targets)
+    ctx.first_token_s = time.perf_counter() - ctx.started  # the first content chunk is in hand
     t = live.target
     ctx.provider, ctx.model = t.provider, t.model
+    recorder = StreamRecorder() if flight is not None else None
     resp = web.StreamResponse(headers={**SSE_HEADERS, **gateway_headers(ctx, t, with_cost=False)})
     await resp.prepare(request)
     try:
         async with aclosing(live.chunks()) as chunks:
             async for chunk in chunks:
+                if recorder is not None:
+                    recorder.feed(chunk)
                 await resp.write(frame(chunk))
     except errors.GatewayError as e:
         # After the first byte nothing is retried: end with an error event, no [DONE].
         ctx.error_type = e.error_type
         settle_stream(ctx, cr.body, live)
+        if flight is not None:
+            request.app[CACHE].fail(flight, e)  # never stored; waiters get the error too
         await resp.write(frame_error(e.envelope(ctx.request_id)))
         return resp
     except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
@@ -151,9 +201,42 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         ctx.error_type = "client_disconnected"
         raise
     usage = settle_stream(ctx, cr.body, live)
+    if flight is not None and recorder is not None:
+        # Stored before the last bytes go out: a client leaving now cannot lose a complete answer.
+        answer = recorder.response(usage, t.model)
+        cache = request.app[CACHE]
+        await cache.finish(flight, cache.entry(answer, ctx.provider or t.provider, ctx.model or t.model,
+                                               ctx.estimated) if answer is not None else None)
     if cr.include_usage:
         last = {"id": "chatcmpl-" + ctx.request_id.replace("-", "")[:24], "object": "chat.completion.chunk",
                 "created": 0, "model": t.model, "choices": [], "usage": usage}
         await resp.write(frame(last))
     await resp.write(DONE)
+    log_answer(ctx, live.delivered_text())
     return resp
+
+
+async def serve_cached(request: web.Request, ctx: RequestContext, answer: dict[str, Any], stream: bool,
+                       include_usage: bool) -> web.StreamResponse:
+    """A stored answer (``ctx`` already says HIT, $0): JSON, or replayed as a well-formed stream."""
+    log_answer(ctx, answer_text(answer))
+    headers = gateway_headers(ctx, None, with_cost=True)
+    if not stream:
+        return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
+    resp = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+    await resp.prepare(request)
+    await resp.write(b"".join(frame(c) for c in replay_chunks(answer, include_usage)) + DONE)
+    return resp
+
+
+def answer_text(resp: dict[str, Any]) -> str:
+    choices = resp.get("choices") or [{}]
+    text = (choices[0].get("message") or {}).get("content") or ""
+    return text if isinstance(text, str) else ""
+
+
+def log_answer(ctx: RequestContext, text: str) -> None:
+    """The answer text, at debug level only (SPEC 9: answers never at info)."""
+    if log.isEnabledFor(logging.DEBUG):
+        event(logging.DEBUG, "answer", event="answer", provider=ctx.provider, model=ctx.model,
+              cache=ctx.cache, answer=text[:ANSWER_LOG_CHARS], answer_chars=len(text))

@@ -8,8 +8,8 @@ import logging
 from aiohttp import web
 
 from ..cost import fmt_usd
-from ..keys import CTX
-from ..logging import event
+from ..keys import CTX, METRICS, REQUEST_END
+from ..logging import event, log
 
 #: paths logged at debug level only (probes and scrapes would drown the real traffic)
 _QUIET = frozenset({"/healthz", "/metrics", "/favicon.ico"})
@@ -21,6 +21,9 @@ async def access_log_middleware(request: web.Request, handler: web.Handler) -> w
     quiet = request.path in _QUIET or not (request.path.startswith("/v1/") or request.path.startswith("/api/"))
     level = logging.DEBUG if quiet else logging.INFO
     status = 500
+    metrics = request.app.get(METRICS)
+    if metrics is not None and not quiet:
+        metrics.in_flight.inc()
     try:
         resp = await handler(request)
         status = resp.status
@@ -40,3 +43,12 @@ async def access_log_middleware(request: web.Request, handler: web.Handler) -> w
               total_tokens=u.get("total_tokens"), estimated=ctx.estimated,
               cost_usd=fmt_usd(ctx.cost) if ctx.cost is not None else None,
               error_type=ctx.error_type)
+        if metrics is not None:
+            if not quiet:
+                metrics.in_flight.dec()
+            metrics.record(request, ctx, status)
+        for hook in request.app.get(REQUEST_END, ()):  # spend ledger, budget settlement
+            try:
+                hook(request, ctx, status)
+            except Exception:  # a hook must never fail the request it reports on
+                log.exception("request-end hook failed", extra={"event": "error", "error_type": "internal_error"})

@@ -41,6 +41,28 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> errors.GatewayEr
     return err
 
 
+def _scrub(resp: web.Response, request: web.Request) -> web.Response:
+    """Defence in depth: a vendor message that quotes one of our keys never reaches a client.
+
+    Adapters build messages from parsed fields (never a raw upstream body), but those
+    fields are the vendor's text; a configured key found in the envelope is masked."""
+    settings = request.app[SETTINGS]
+    body = resp.body
+    if not isinstance(body, bytes):
+        return resp
+    for p in settings.providers.values():
+        key = p.api_key.get().encode() if p.api_key else b""
+        if len(key) >= 8 and key in body:
+            body = body.replace(key, b"[REDACTED]")
+    for k in settings.gateway_api_keys:
+        key = k.get().encode()
+        if len(key) >= 8 and key in body:
+            body = body.replace(key, b"[REDACTED]")
+    if body is not resp.body:
+        resp.body = body
+    return resp
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     ctx = request[CTX]
@@ -51,7 +73,7 @@ async def errors_middleware(request: web.Request, handler: web.Handler) -> web.S
         if isinstance(e, errors.ClientError) and not ctx.failures:
             event(logging.INFO, e.message[:500], event="error", error_type=e.error_type, status=e.status,
                   provider=e.provider, model=e.model, attempt=ctx.attempts, detail=e.message[:500])
-        return error_response(e, ctx.request_id)
+        return _scrub(error_response(e, ctx.request_id), request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -13,14 +13,14 @@ from ..logging import request_id_var
 _MAX_LEN = 128
 
 
-def _usable(rid: str | None) -> bool:
+def usable_request_id(rid: str | None) -> bool:
     return bool(rid) and len(rid) <= _MAX_LEN and rid.isascii() and rid.isprintable()  # type: ignore[union-attr]
 
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     rid = request.headers.get("X-Request-ID")
-    if not _usable(rid):
+    if not usable_request_id(rid):
         rid = str(uuid.uuid4())
     ctx = RequestContext(rid)  # type: ignore[arg-type]
     request[CTX] = ctx

@@ -42,6 +42,8 @@ class Health:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.targets: dict[str, TargetHealth] = {}
+        #: called with the target key each time a circuit opens (metrics: cool-downs)
+        self.on_cooldown: Callable[[str], None] | None = None
 
     def _get(self, key: str) -> TargetHealth:
         h = self.targets.get(key)
@@ -83,6 +85,7 @@ class Health:
         h.last_error = f"{err.error_type}: {err.message}"[:300]
         h.last_error_at = time.time()
         now = self.clock()
+        was_open = h.state == "open"
         if isinstance(err, RateLimited):
             h.rate_limited += 1
         if h.state == "half_open":
@@ -92,6 +95,8 @@ class Health:
             self._open(h, now, min(err.retry_after, MAX_COOLDOWN))
         elif h.consecutive_failures >= FAILURE_THRESHOLD:
             self._open(h, now, h.cooldown)
+        if not was_open and h.state == "open" and self.on_cooldown is not None:
+            self.on_cooldown(key)
 
     @staticmethod
     def _open(h: TargetHealth, now: float, seconds: float) -> None:

@@ -42,6 +42,8 @@ class Router:
         self.policy = policy or RetryPolicy(settings)
         self.sleep = sleep
         self.clock = clock
+        #: metrics hook (set by create_app): ``.retry(provider)``, ``.fallback(provider)``
+        self.observer: Any = None
 
     # ------------------------------------------------------------------ the chain
     async def run(self, ctx: RequestContext, targets: list[Target],
@@ -58,7 +60,9 @@ class Router:
             delays = self.policy.delays()
             while True:
                 try:
-                    return await once(t), t
+                    result = await once(t)
+                    ctx.error_type = None  # earlier attempts' failures are in ctx.failures
+                    return result, t
                 except errors.UnsupportedParameter as e:  # raised before any upstream call
                     e.provider, e.model = t.provider, t.model
                     client_errors.append(e)
@@ -85,12 +89,16 @@ class Router:
                     event(logging.INFO, "retrying", event="attempt", provider=t.provider, model=t.model,
                           attempt=ctx.attempts, error_type=e.error_type, status=e.upstream_status or e.status,
                           delay_ms=round(delay * 1000.0, 1))
+                    if self.observer is not None:
+                        self.observer.retry(t.provider)
                     await self.sleep(delay)
             if self.clock() >= deadline:
                 break
             if index + 1 < len(targets):
                 event(logging.INFO, "falling back", event="attempt", provider=t.provider, model=t.model,
                       attempt=ctx.attempts, error_type=ctx.error_type, status=None, delay_ms=0)
+                if self.observer is not None:
+                    self.observer.fallback(t.provider)
         raise self._final(ctx, client_errors, upstream_errors)
 
     def record_failure(self, ctx: RequestContext, t: Target, e: errors.GatewayError) -> None:

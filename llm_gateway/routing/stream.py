@@ -248,6 +248,8 @@ class LiveStream:
                 self.recovered += 1
                 if t.key != self.segments[0].target.key:
                     self.ctx.fallback_used = True
+                    if self.router.observer is not None:
+                        self.router.observer.fallback(t.provider)
                 event(logging.INFO, "stream continued on another target", event="attempt",
                       provider=t.provider, model=t.model, attempt=self.ctx.attempts,
                       error_type=original.error_type, status=original.upstream_status or original.status,

@@ -211,7 +211,8 @@ async def test_content_policy_refusal_returned_with_reason(gateway, vendor_env, 
 # ---------------------------------------------------------------- health and cool-down
 async def test_flapping_provider_served_by_fallback_then_recovers(gateway, vendor_env, fake_openai,
                                                                     fake_mistral):
-    gw = await gateway({**vendor_env, "MAX_RETRIES": "0"})
+    # identical requests on purpose: the response cache would answer them (cache tests: test_cache.py)
+    gw = await gateway({**vendor_env, "MAX_RETRIES": "0", "CACHE_ENABLED": "false"})
     req = {"model": "gpt-4o-mini", "messages": HI, "fallbacks": ["mistral"]}
     fake_openai.inject(*[Fault(status=500, body=OA_500)] * 3)
     for _ in range(3):  # three failures in a row open the circuit
