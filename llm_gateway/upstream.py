@@ -10,7 +10,8 @@ secret or a header.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 
 import aiohttp
 
@@ -67,30 +68,31 @@ class HttpTransport:
         self.session = session
 
     async def send(self, req: UpstreamRequest, timeout: float) -> UpstreamResponse:
-        try:
+        with _transport_errors(f"no answer within {timeout:g} s"):
             async with asyncio.timeout(timeout):
                 async with self.session.request(req.method, req.url, data=req.body, headers=req.headers) as r:
                     body = await r.read()
                     return UpstreamResponse(r.status, r.headers, body)
-        except TimeoutError:
-            raise errors.UpstreamTimeout(f"no answer within {timeout:g} s") from None
-        except aiohttp.ClientConnectorError as e:
-            raise errors.UpstreamUnavailable(f"could not connect: {_why(e)}") from None
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as e:
-            raise errors.UpstreamUnavailable(f"the connection failed: {type(e).__name__}") from None
 
     async def open_stream(self, req: UpstreamRequest, timeout: float) -> HttpStream:
         """Send and wait for the response head (status, headers) within ``timeout``."""
-        try:
+        with _transport_errors(f"no response head within {timeout:g} s"):
             async with asyncio.timeout(timeout):
                 resp = await self.session.request(req.method, req.url, data=req.body, headers=req.headers)
-        except TimeoutError:
-            raise errors.UpstreamTimeout(f"no response head within {timeout:g} s") from None
-        except aiohttp.ClientConnectorError as e:
-            raise errors.UpstreamUnavailable(f"could not connect: {_why(e)}") from None
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as e:
-            raise errors.UpstreamUnavailable(f"the connection failed: {type(e).__name__}") from None
         return HttpStream(resp)
+
+
+@contextmanager
+def _transport_errors(timeout_message: str) -> Iterator[None]:
+    """aiohttp's and asyncio's transport failures → the gateway's retryable errors."""
+    try:
+        yield
+    except TimeoutError:
+        raise errors.UpstreamTimeout(timeout_message) from None
+    except aiohttp.ClientConnectorError as e:
+        raise errors.UpstreamUnavailable(f"could not connect: {_why(e)}") from None
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as e:
+        raise errors.UpstreamUnavailable(f"the connection failed: {type(e).__name__}") from None
 
 
 def _why(e: aiohttp.ClientConnectorError) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -14,7 +13,7 @@ from aiohttp import web
 
 from .. import errors
 from ..context import RequestContext
-from ..cost import cost_usd, fmt_usd
+from ..cost import fmt_usd
 from ..cache import Flight
 from ..cache.stream import StreamRecorder, replay_chunks
 from ..keys import CACHE, CTX, RESOLVER, ROUTER, SETTINGS
@@ -22,9 +21,8 @@ from ..budget import admit
 from ..limits import reserve_chat
 from ..logging import event, log
 from ..routing.resolve import Target
-from ..routing.stream import LiveStream
 from ..sse import DONE, SSE_HEADERS, frame, frame_error
-from ..tokens import estimate_prompt_tokens, estimate_tokens
+from ..usage import settle_stream, settle_usage
 from ..validation import ChatRequest, parse_chat
 
 #: answers are logged at debug level only, cut to this many characters (like the query)
@@ -52,56 +50,6 @@ def last_user_text(body: dict[str, Any]) -> str:
             if isinstance(c, list):
                 return " ".join(p.get("text", "") for p in c if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
-
-
-def settle_usage(ctx: RequestContext, t: Target, body: dict[str, Any], usage: dict[str, Any] | None,
-                 answer_text: str) -> dict[str, Any]:
-    """Vendor usage when given, else an offline estimate (flagged); cost computed once."""
-    if not usage or "prompt_tokens" not in usage:
-        pt = estimate_prompt_tokens(body.get("messages") or [])
-        ct = estimate_tokens(answer_text)
-        usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
-        ctx.estimated = True
-    elif usage.get("total_tokens") is None:
-        usage["total_tokens"] = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-    ctx.usage = usage
-    ctx.provider, ctx.model = t.provider, t.model
-    price = t.entry.price if t.entry is not None else None
-    ctx.priced = price is not None
-    ctx.cost = cost_usd(price, usage)
-    usage["cost"] = float(ctx.cost) if ctx.cost is not None else 0.0
-    return usage
-
-
-def settle_stream(ctx: RequestContext, body: dict[str, Any], live: LiveStream) -> dict[str, Any]:
-    """Usage and cost of a streamed answer: one segment, or the sum of a spliced one.
-
-    A recovered stream was billed by every upstream it touched, so the totals are the
-    sum of each segment's usage (vendor numbers, else estimates), each at its own price."""
-    segs = live.segments
-    first = segs[0]
-    if len(segs) == 1:
-        return settle_usage(ctx, first.target, body, first.translator.usage, "".join(first.translator.text))
-    total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    cost: Decimal | None = Decimal(0)
-    estimated = False
-    for seg in segs:
-        tr = seg.translator
-        u = tr.usage if tr.usage and "prompt_tokens" in tr.usage else None
-        if u is None:
-            estimated = True
-            pt = estimate_prompt_tokens(seg.request.get("messages") or [])
-            ct = estimate_tokens("".join(tr.text))
-            u = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
-        for k in total:
-            total[k] += int(u.get(k) or 0)
-        price = seg.target.entry.price if seg.target.entry is not None else None
-        c = cost_usd(price, u)
-        cost = None if c is None or cost is None else cost + c
-    ctx.usage, ctx.estimated, ctx.cost, ctx.priced = total, estimated, cost, cost is not None
-    ctx.provider, ctx.model = live.seg.target.provider, live.seg.target.model
-    total["cost"] = float(cost) if cost is not None else 0.0
-    return total
 
 
 def gateway_headers(ctx: RequestContext, t: Target | None, with_cost: bool) -> dict[str, str]:

@@ -3,7 +3,7 @@
 
 A query becomes the canonical request ``{"model", "messages": [{"role": "user",
 "content": query}]}`` and goes through exactly what /v1/chat/completions uses: the
-resolver, the response cache, the router and ``chat.settle_usage``. Money in these
+resolver, the response cache, the router and ``usage.settle_usage``. Money in these
 answers is a decimal string (``"0.0000123"``), never a float: it is exact and never
 shown in scientific notation. ``null`` means unknown (an unpriced model).
 
@@ -41,7 +41,8 @@ from ..routing.resolve import Target
 from ..settings import PROVIDER_ALIASES
 from ..tokens import estimate_prompt_tokens
 from ..validation import parse_json
-from .chat import answer_text, gateway_headers, log_answer, log_request, settle_usage
+from ..usage import settle_usage
+from .chat import answer_text, gateway_headers, log_answer, log_request
 from .usage import recent_requests, usage
 
 _Q10 = Decimal("0.0000000001")
