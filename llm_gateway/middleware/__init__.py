@@ -1,6 +1,6 @@
 """The middleware chain, in one place (first = outermost):
 
-request_id → access log → errors → cors → auth → rate limit → body → (cache) → handler.
+request_id → access log → errors → cors → auth → rate limit → body → handler (→ cache).
 
 Errors sit inside the access log so the log records the final status; auth sits
 before limits and cache so anonymous traffic can neither read the cache nor burn quota.
@@ -36,5 +36,6 @@ def build_middlewares(settings: Settings) -> list[web.Middleware]:
     if limits_configured(settings):
         chain.append(ratelimit_middleware)
     chain.append(make_body_middleware(settings.client_body_timeout))
-    # (cache) goes here: after auth and limits, before the handler.
+    # The response cache is not a middleware: its key needs the parsed body and the
+    # resolved target, so the handlers consult it after parsing (cache/__init__.py).
     return chain

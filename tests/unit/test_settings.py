@@ -49,3 +49,18 @@ def test_open_bind_needs_keys_or_explicit_opt_in():
     assert load_settings({"host": "0.0.0.0"}, {"GATEWAY_ALLOW_OPEN": "true"}).allow_open
     assert load_settings({"host": "0.0.0.0"}, {"GATEWAY_API_KEYS": "k:t"}).gateway_api_keys
     assert load_settings({"host": "::1"}, {}).host == "::1"
+
+
+def test_env_example_lists_every_variable_and_loads():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    example = (root / ".env.example").read_text()
+    source = (root / "llm_gateway" / "settings.py").read_text()
+    read = set(re.findall(r'g\("([A-Z_]+)"\)', source)) | set(re.findall(r'key\("([A-Z_]+)"', source))
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.M)) | set(
+        re.findall(r"\b([A-Z][A-Z0-9_]+) is (?:an|accepted as an) alias", example))
+    assert read and read <= listed, sorted(read - listed)
+    s = load_settings({"env_file": str(root / ".env.example")}, {})
+    assert s.mock_only and s.port == 8080
