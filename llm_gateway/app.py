@@ -21,7 +21,8 @@ from .handlers.status import api_status
 from .ledger import install as install_ledger
 from .keys import ADAPTERS, CACHE, CATALOG, HEALTH, METRICS, RESOLVER, ROUTER, SESSION, SETTINGS
 from .metrics import Metrics
-from .limits import setup_limits
+from .budget import Budgets
+from .limits import limits_configured, setup_limits
 from .middleware import build_middlewares
 from .middleware.cors import setup_cors
 from .routing.health import Health
@@ -62,7 +63,9 @@ def create_app(
     # tests inject theirs to move time instead of sleeping.
     cache = app[CACHE] = ResponseCache(settings, clock or time.time, metrics)
     app[RESOLVER] = Resolver(settings, catalog, adapters, lambda t: health.available(t.key))
-    warm_up()
+    if limits_configured(settings) or Budgets.from_config(settings.config).limits:
+        warm_up()  # every request will be estimated: load the BPE ranks now, not on the first one
+    # else the ranks (~130 MB) load on first use: only answers without vendor usage need them
 
     async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         session = make_session(settings)

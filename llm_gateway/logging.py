@@ -1,5 +1,12 @@
 """One JSON object per line on stdout (python-json-logger's orjson formatter).
 
+Logging sits on the hot path (two lines per request at info), so it is kept cheap:
+event fields travel as one dict (no per-field copying into the LogRecord), the
+timestamp's seconds part is formatted once per second, caller/thread/process look-ups
+are off, and lines written inside the event loop are buffered and written with one
+``write`` + ``flush`` per loop iteration instead of one per line (order is kept; the
+buffer is flushed at exit and on close).
+
 Every line carries ``timestamp``, ``level``, ``message`` and ``request_id`` (from a
 ContextVar set by the request-id middleware, so lines written deep in the router or
 an adapter carry it too). Secrets never reach a line: the formatter replaces every
@@ -9,6 +16,8 @@ gateway logs headers or bodies in the first place.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
 import time
@@ -32,17 +41,29 @@ class GatewayFormatter(OrjsonFormatter):
     def __init__(self, secrets: list[str] | None = None) -> None:
         super().__init__("%(message)s")
         self.secrets = [s for s in (secrets or []) if len(s) >= 4]
+        self._ts_sec = -1
+        self._ts_prefix = ""
 
     def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         t = record.created
-        log_record["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
-        log_record["level"] = _LEVEL_NAMES.get(record.levelno, record.levelname.lower())
+        sec = int(t)
+        if sec != self._ts_sec:
+            self._ts_sec = sec
+            self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        log_record["timestamp"] = f"{self._ts_prefix}.{int((t - sec) * 1000):03d}Z"
+        log_record["level"] = _LEVEL_NAMES.get(record.levelno) or record.levelname.lower()
         log_record["message"] = record.getMessage()
-        rid = getattr(record, "request_id", None) or request_id_var.get()
-        log_record["request_id"] = rid
-        for k, v in record.__dict__.items():
-            if k not in _RESERVED and k not in log_record:
-                log_record[k] = v
+        d = record.__dict__
+        log_record["request_id"] = d.get("request_id") or request_id_var.get()
+        fields = d.get("_fields")
+        if fields is not None:  # our own events: one dict, already the line's extra keys
+            for k, v in fields.items():
+                if k not in log_record:
+                    log_record[k] = v
+        else:  # third-party records: whatever ``extra`` they carried
+            for k, v in d.items():
+                if k not in _RESERVED and k not in log_record:
+                    log_record[k] = v
         if record.exc_info:
             log_record["exc_info"] = self.formatException(record.exc_info)
 
@@ -77,16 +98,70 @@ class MalformedRequestFilter(logging.Filter):
 
 _MALFORMED = MalformedRequestFilter()
 
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message", "asctime", "taskName", "_fields"}
+
+
+class LineHandler(logging.Handler):
+    """Writes formatted lines; inside a running event loop they are batched per iteration."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self.stream = stream
+        self._pending: list[str] = []
+        self._scheduled = False
+        atexit.register(self.flush)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write()
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
+
+    def _write(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # stdout closed or gone: nothing left to tell
+                pass
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._scheduled = False
+            self._write()
+
+    def close(self) -> None:
+        self.flush()
+        atexit.unregister(self.flush)
+        super().close()
 
 
 def setup_logging(level: str, secrets: list[str] | None = None, stream: Any = None) -> logging.Handler:
-    handler = logging.StreamHandler(stream or sys.stdout)
+    # No caller, thread or process look-ups per record: the lines never show them.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = LineHandler(stream or sys.stdout)
     handler.setFormatter(GatewayFormatter(secrets))
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_llm_gateway", False):
             root.removeHandler(h)
+            h.close()
     handler._llm_gateway = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])
@@ -102,4 +177,4 @@ def setup_logging(level: str, secrets: list[str] | None = None, stream: Any = No
 def event(level: int, message: str, **fields: Any) -> None:
     """Write one event line; fields become top-level JSON keys."""
     if log.isEnabledFor(level):
-        log.log(level, message, extra=fields)
+        log.log(level, message, extra={"_fields": fields})

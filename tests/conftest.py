@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,13 @@ class Gateway:
         kw.setdefault("max_retries", 0)
         return openai.AsyncOpenAI(base_url=self.url + "/v1", **kw)
 
+    def log_text(self) -> str:
+        for h in logging.getLogger().handlers:  # lines written in the loop are batched per iteration
+            h.flush()
+        return self.logbuf.getvalue()
+
     def logs(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.logbuf.getvalue().splitlines() if line.strip()]
+        return [orjson.loads(line) for line in self.log_text().splitlines() if line.strip()]
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [r for r in self.logs() if r.get("event") == name]

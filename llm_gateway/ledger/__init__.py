@@ -43,6 +43,9 @@ __all__ = ["GROUP_KEYS", "TOKEN_KEYS", "Ledger", "LedgerRow", "LedgerUnavailable
            "install", "open_store"]
 
 BATCH_SIZE = 500
+#: seconds the writer lets rows gather before a write (one transaction per batch, not per
+#: request); reads and shutdown do not wait for it
+LINGER = 0.2
 RETRY_INITIAL = 0.25  # seconds; doubles per failed write up to RETRY_MAX
 RETRY_MAX = 30.0
 READ_FLUSH_WAIT = 2.0  # reads first wait this long at most for queued rows to land
@@ -51,7 +54,7 @@ READ_FLUSH_WAIT = 2.0  # reads first wait this long at most for queued rows to l
 class Ledger:
     def __init__(self, store: Store, *, queue_size: int = 10000, flush_timeout: float = 10.0,
                  batch_size: int = BATCH_SIZE, retry_initial: float = RETRY_INITIAL,
-                 retry_max: float = RETRY_MAX) -> None:
+                 retry_max: float = RETRY_MAX, linger: float = LINGER) -> None:
         self.store = store
         self.queue_size = queue_size
         self.flush_timeout = flush_timeout
@@ -63,6 +66,8 @@ class Ledger:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = asyncio.Event()
+        self._flush_now = asyncio.Event()  # a reader or shutdown wants the rows written now
+        self.linger = linger
         self._deadline = 0.0
         self._task: asyncio.Task[None] | None = None
         self.written = 0
@@ -109,6 +114,9 @@ class Ledger:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                if not self._closing.is_set() and not self._flush_now.is_set():
+                    with contextlib.suppress(TimeoutError):  # let a batch gather
+                        await asyncio.wait_for(self._flush_now.wait(), self.linger)
                 continue
             batch = list(itertools.islice(self._q, self.batch_size))
             try:
@@ -147,17 +155,21 @@ class Ledger:
 
     async def flush(self, timeout: float) -> bool:
         """Wait until every queued row is written (True) or ``timeout`` passes (False)."""
+        self._flush_now.set()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True
         except TimeoutError:
             return False
+        finally:
+            self._flush_now.clear()
 
     async def close(self) -> None:
         """Write out the queue (within LEDGER_FLUSH_TIMEOUT), then close the store."""
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + self.flush_timeout
         self._closing.set()
+        self._flush_now.set()
         self._wake.set()
         if self._task is not None:
             try:

@@ -10,6 +10,7 @@ Prompt and answer text are never stored.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,11 +67,17 @@ class LedgerRow:
         else:  # no answer (nothing billed), or an answer from an unpriced model (unknown)
             cost = None if (ctx.usage and not ctx.priced) else Decimal(0)
         return cls(
-            uuid.uuid4().hex, ctx.request_id, ctx.started_at, tenant_of(ctx), ctx.endpoint or "",
+            f"{_ROW_PREFIX}{next(_ROW_SEQ):x}", ctx.request_id, ctx.started_at, tenant_of(ctx), ctx.endpoint or "",
             ctx.provider, ctx.model, status, ctx.error_type, ctx.cache, ctx.attempts, ctx.fallback_used,
             b["input"], b["cached_input"], b["output"], b["reasoning"], b["total"],
             bool(ctx.estimated and not hit), cost, round(ctx.elapsed_ms(), 3),
         )
+
+
+#: row ids: a random per-process prefix and a counter — unique across processes and
+#: replicas sharing one database, without a uuid4() per request
+_ROW_PREFIX = uuid.uuid4().hex[:16] + "-"
+_ROW_SEQ = itertools.count(1)
 
 
 def iso(ts: float) -> str:

@@ -393,7 +393,7 @@ async def test_redis_unreachable_from_the_start(gateway, vendor_env, fake_openai
     lines = backend_lines(gw)
     assert len(lines) == 1 and lines[0]["state"] == "down" and lines[0]["level"] == "warning"
     assert lines[0]["where"] == f"127.0.0.1:{port}/0"
-    assert "pw-s3cret" not in gw.logbuf.getvalue()
+    assert "pw-s3cret" not in gw.log_text()
 
 
 async def test_redis_stopped_mid_run_then_back(gateway, vendor_env, fake_openai):

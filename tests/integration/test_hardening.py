@@ -119,7 +119,7 @@ async def test_oversized_headers_are_refused_cleanly(gateway, request_bytes):
     assert data == b"" or data.split(b" ", 2)[1] in (b"400", b"431")
     async with gw.http.get(gw.url + "/healthz") as r:
         assert r.status == 200  # still serving
-    logs = gw.logbuf.getvalue()
+    logs = gw.log_text()
     assert "aaaaaaaaaa" not in logs and KEY not in logs and "Traceback" not in logs
 
 
@@ -229,7 +229,7 @@ async def test_no_secret_in_logs_errors_or_status(gateway, vendor_env, fake_open
     await call("GET", "/v1/models", hashed)
     await call("GET", "/metrics", {})
     await call("GET", "/openapi.json", {})
-    logs = gw.logbuf.getvalue()
+    logs = gw.log_text()
     assert '"event":"response"' in logs
     for secret in secrets:
         assert secret not in logs, "a key reached the logs"

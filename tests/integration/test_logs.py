@@ -110,7 +110,7 @@ async def test_info_level_keeps_prompts_and_answers_out(gateway, vendor_env):
         assert "query" not in one(lines, "request")
         assert not [ln for ln in lines if ln.get("event") == "answer"]
         assert {ln["level"] for ln in lines} <= {"info", "warning", "error"}
-    text = gw.logbuf.getvalue()
+    text = gw.log_text()
     assert secret_prompt not in text and "Hello from fake OpenAI" not in text
 
 
@@ -168,7 +168,7 @@ async def test_no_secret_in_any_line(gateway, vendor_env, fake_openai):
     async with gw.http.post(gw.url + "/v1/chat/completions", json={"model": "gpt-4o-mini"},
                             headers={"x-api-key": "presented-wrong-key-888"}) as r:
         assert r.status == 401
-    text = gw.logbuf.getvalue()
+    text = gw.log_text()
     secrets = [v for k, v in vendor_env.items() if k.endswith("_KEY")]
     for s in [*secrets, "gw-key-team-a-123456", "presented-wrong-key-999", "presented-wrong-key-888"]:
         assert s not in text

@@ -113,7 +113,7 @@ async def test_upstream_auth_failure_is_502_not_401(gateway, vendor_env, fake_op
         body = await r.json()
     assert body["error"]["code"] == "upstream_auth_failed"
     assert "sk-wrong-key-abcdef" not in str(body)
-    assert "sk-wrong-key-abcdef" not in gw.logbuf.getvalue()
+    assert "sk-wrong-key-abcdef" not in gw.log_text()
     assert body["error"]["request_id"] == r.headers["X-Request-ID"]
 
 
@@ -131,7 +131,7 @@ async def test_retry_then_success_counts_attempts(gateway, vendor_env, fake_open
 async def test_secrets_never_logged(gateway, vendor_env, fake_openai):
     gw = await gateway(vendor_env)
     await gw.sdk().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
-    text = gw.logbuf.getvalue()
+    text = gw.log_text()
     for secret in vendor_env.values():
         if "KEY" in secret or secret.startswith("sk-"):
             assert secret not in text

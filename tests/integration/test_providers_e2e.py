@@ -79,7 +79,7 @@ async def test_non_stream(provider, request, gateway, vendor_env):
     assert raw.headers["x-gateway-provider"] == provider
     assert raw.headers["x-gateway-model"] == model
     _check_vendor_request(provider, fake, stream=False)
-    assert fake.api_key not in gw.logbuf.getvalue()
+    assert fake.api_key not in gw.log_text()
 
 
 @pytest.mark.parametrize("provider", list(CASES))
@@ -106,7 +106,7 @@ async def test_stream(provider, request, gateway, vendor_env):
     _check_vendor_request(provider, fake, stream=True)
     resp_line = gw.events("response")[-1]
     assert resp_line["provider"] == provider and resp_line["output_tokens"] == len(text.split())
-    assert fake.api_key not in gw.logbuf.getvalue()
+    assert fake.api_key not in gw.log_text()
 
 
 @pytest.mark.parametrize("model, provider", [
