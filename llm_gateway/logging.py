@@ -68,7 +68,23 @@ class GatewayFormatter(OrjsonFormatter):
             log_record["exc_info"] = self.formatException(record.exc_info)
 
     def format(self, record: logging.LogRecord) -> str:
-        out = super().format(record)
+        return self._redact(super().format(record))
+
+    def format_event(self, level: int, message: str, fields: dict[str, Any]) -> str:
+        t = time.time()
+        sec = int(t)
+        if sec != self._ts_sec:
+            self._ts_sec = sec
+            self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        data = {"timestamp": f"{self._ts_prefix}.{int((t - sec) * 1000):03d}Z",
+                "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower(),
+                "message": message, "request_id": request_id_var.get()}
+        for k, v in fields.items():
+            if k not in data:
+                data[k] = v
+        return self._redact(self.jsonify_log_record(data))
+
+    def _redact(self, out: str) -> str:
         for s in self.secrets:
             if s in out:
                 out = out.replace(s, "[REDACTED]")
@@ -118,6 +134,18 @@ class LineHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        self._queue(line)
+
+    def emit_event(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        """The gateway's own event lines: the same JSON as ``emit`` gives, made straight
+        from the fields (no LogRecord), serialised by the python-json-logger formatter."""
+        fmt: GatewayFormatter = self.formatter  # type: ignore[assignment]
+        try:
+            self._queue(fmt.format_event(level, message, fields))
+        except Exception:
+            self.handleError(logging.LogRecord("llm_gateway", level, "", 0, message, None, None))
+
+    def _queue(self, line: str) -> None:
         self._pending.append(line)
         if self._scheduled:
             return
@@ -155,8 +183,10 @@ def setup_logging(level: str, secrets: list[str] | None = None, stream: Any = No
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    global _fast
     handler = LineHandler(stream or sys.stdout)
     handler.setFormatter(GatewayFormatter(secrets))
+    _fast = handler
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_llm_gateway", False):
@@ -174,7 +204,13 @@ def setup_logging(level: str, secrets: list[str] | None = None, stream: Any = No
     return handler
 
 
+_fast: LineHandler | None = None  # set by setup_logging: our events skip the LogRecord
+
+
 def event(level: int, message: str, **fields: Any) -> None:
     """Write one event line; fields become top-level JSON keys."""
     if log.isEnabledFor(level):
-        log.log(level, message, extra={"_fields": fields})
+        if _fast is not None:
+            _fast.emit_event(level, message, fields)
+        else:
+            log.log(level, message, extra={"_fields": fields})

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 
 import aiohttp
+from yarl import URL
 
 from . import errors
 from .adapters.base import UpstreamRequest, UpstreamResponse
@@ -66,11 +67,20 @@ class HttpStream:
 class HttpTransport:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
+        self._urls: dict[str, URL] = {}  # parsed once: adapters build a handful of distinct URLs
+
+    def _url(self, url: str) -> URL:
+        u = self._urls.get(url)
+        if u is None:
+            u = URL(url)
+            if len(self._urls) < 4096:
+                self._urls[url] = u
+        return u
 
     async def send(self, req: UpstreamRequest, timeout: float) -> UpstreamResponse:
         with _transport_errors(f"no answer within {timeout:g} s"):
             async with asyncio.timeout(timeout):
-                async with self.session.request(req.method, req.url, data=req.body, headers=req.headers) as r:
+                async with self.session.request(req.method, self._url(req.url), data=req.body, headers=req.headers) as r:
                     body = await r.read()
                     return UpstreamResponse(r.status, r.headers, body)
 
@@ -78,7 +88,7 @@ class HttpTransport:
         """Send and wait for the response head (status, headers) within ``timeout``."""
         with _transport_errors(f"no response head within {timeout:g} s"):
             async with asyncio.timeout(timeout):
-                resp = await self.session.request(req.method, req.url, data=req.body, headers=req.headers)
+                resp = await self.session.request(req.method, self._url(req.url), data=req.body, headers=req.headers)
         return HttpStream(resp)
 
 

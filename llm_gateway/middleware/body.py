@@ -19,7 +19,7 @@ from .. import errors
 def make_body_middleware(timeout: float) -> web.Middleware:
     @web.middleware
     async def body_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-        if request.body_exists:
+        if request.body_exists and not request.content.is_eof():  # (already all here: nothing to wait for)
             try:
                 async with asyncio.timeout(timeout):
                     await request.read()
