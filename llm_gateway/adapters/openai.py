@@ -214,4 +214,4 @@ class OpenAIStreamTranslator(StreamTranslator):
             return [obj]
         if not choices:
             return []
-        return [data.encode()]
+        return [event.raw if event.raw is not None else data.encode()]

@@ -125,11 +125,12 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     resp = web.StreamResponse(headers={**SSE_HEADERS, **gateway_headers(ctx, t, with_cost=False)})
     await resp.prepare(request)
     try:
-        async with aclosing(live.chunks()) as chunks:
-            async for chunk in chunks:
+        async with aclosing(live.batches()) as batches:
+            async for batch in batches:
                 if recorder is not None:
-                    recorder.feed(chunk)
-                await resp.write(frame(chunk))
+                    for chunk in batch:
+                        recorder.feed(chunk)
+                await resp.write(frame(batch[0]) if len(batch) == 1 else b"".join(map(frame, batch)))
     except errors.GatewayError as e:
         # After the first byte nothing is retried: end with an error event, no [DONE].
         ctx.error_type = e.error_type

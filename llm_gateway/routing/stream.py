@@ -79,6 +79,11 @@ class LiveStream:
         self.pending: list[Chunk] = []
         self._it = seg.up.iter_chunks()
         self.recovered = 0
+        self._loop = asyncio.get_running_loop()
+        self._deadline = 0.0
+        self._watch: asyncio.TimerHandle | None = None
+        self._reader: asyncio.Task[Any] | None = None
+        self._expired = False
 
     # ------------------------------------------------------------------ compatibility views
     @property
@@ -143,11 +148,21 @@ class LiveStream:
             self._check_complete()
 
     async def _read(self, timeout: float, first: bool = False) -> bool:
-        """Read one network piece into ``pending``. False at the end of the body."""
+        """Read one network piece into ``pending``. False at the end of the body.
+
+        The time limit is one watchdog timer per stream (``_watch``), moved only when it
+        would fire too early or too late, not an ``asyncio.timeout`` per chunk."""
         seg = self.seg
+        loop = self._loop
+        self._deadline = loop.time() + timeout
+        w = self._watch
+        if w is None or w.when() > self._deadline:
+            if w is not None:
+                w.cancel()
+            self._watch = loop.call_at(self._deadline, self._expire)
+        self._reader = asyncio.current_task()
         try:
-            async with asyncio.timeout(timeout):
-                data = await anext(self._it)
+            data = await anext(self._it)
         except StopAsyncIteration:
             for ev in seg.parser.close():
                 self._event(ev)
@@ -155,14 +170,32 @@ class LiveStream:
             self.pending.extend(self._splice(tail) if seg.continuation else tail)
             seg.ended = True
             return False
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise
+            self._expired = False
+            if self._reader is not None:
+                self._reader.uncancel()
             s = self.router.settings
             what = (f"no first token within {s.stream_first_token_timeout:g} s" if first
                     else f"the stream stalled for {s.stream_idle_timeout:g} s")
             raise errors.UpstreamTimeout(what) from None
+        finally:
+            self._reader = None
         for ev in seg.parser.feed(data):
             self._event(ev)
         return True
+
+    def _expire(self) -> None:
+        """The watchdog: cancel the pending read once its deadline has really passed."""
+        self._watch = None
+        if self._reader is None:
+            return  # not reading (writing to the client): the next read sets a new deadline
+        if self._loop.time() < self._deadline:
+            self._watch = self._loop.call_at(self._deadline, self._expire)
+            return
+        self._expired = True
+        self._reader.cancel()
 
     def _check_complete(self) -> None:
         tr = self.seg.translator
@@ -171,16 +204,16 @@ class LiveStream:
                 f"{self.seg.target.provider} closed the stream before the answer was complete",
                 provider=self.seg.target.provider, model=self.seg.target.model)
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
-        """Every chunk for the client; continues on another target when one breaks."""
+    async def batches(self) -> AsyncIterator[list[Chunk]]:
+        """The chunks for the client, a batch per upstream read (one client write each);
+        continues on another target when one breaks."""
         idle = self.router.settings.stream_idle_timeout
         try:
             while True:
                 try:
                     if self.pending:
                         out, self.pending = self.pending, []
-                        for c in out:
-                            yield c
+                        yield out
                     if self.seg.ended or self.seg.translator.done:
                         self._check_complete()
                         break
@@ -205,6 +238,9 @@ class LiveStream:
             seg.close()
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         for seg in self.segments:
             self._close_segment(seg)
 

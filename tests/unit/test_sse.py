@@ -44,3 +44,13 @@ def test_framing():
     assert frame({"a": 1}) == b'data: {"a":1}\n\n'
     assert frame(b'{"b":2}') == b'data: {"b":2}\n\n'
     assert frame_error({"error": {"message": "x"}}).startswith(b"event: error\ndata: {")
+
+
+def test_fast_path_keeps_raw_bytes_and_matches_the_slow_path():
+    data = b'data: {"x":1}\n\ndata:{"y":2}\n\n'
+    fast = SSEParser().feed(data)
+    assert [(e.data, e.raw) for e in fast] == [('{"x":1}', b'{"x":1}'), ('{"y":2}', b'{"y":2}')]
+    # anything unusual (event lines, comments, partial events) takes the full parser
+    assert [(e.event, e.data) for e in SSEParser().feed(b"event: a\ndata: 1\n\n")] == [("a", "1")]
+    p = SSEParser()
+    assert p.feed(b"data: par") == [] and [e.data for e in p.feed(b"t\n\n")] == ["part"]
