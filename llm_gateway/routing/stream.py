@@ -82,7 +82,8 @@ class LiveStream:
         self._loop = asyncio.get_running_loop()
         self._deadline = 0.0
         self._watch: asyncio.TimerHandle | None = None
-        self._reader: asyncio.Task[Any] | None = None
+        self._reader: asyncio.Task[Any] | None = None  # the task blocked in a read, if any
+        self._task: asyncio.Task[Any] | None = None
         self._expired = False
 
     # ------------------------------------------------------------------ compatibility views
@@ -160,7 +161,9 @@ class LiveStream:
             if w is not None:
                 w.cancel()
             self._watch = loop.call_at(self._deadline, self._expire)
-        self._reader = asyncio.current_task()
+        if self._task is None:
+            self._task = asyncio.current_task()
+        self._reader = self._task
         try:
             data = await anext(self._it)
         except StopAsyncIteration:
