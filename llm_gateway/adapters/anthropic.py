@@ -36,6 +36,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -43,7 +44,8 @@ import orjson
 from .. import errors
 from ..sse import SSEEvent
 from .anthropic_tools import convert_messages, convert_tools, unsupported
-from .base import Adapter, Chunk, StreamTranslator, UpstreamRequest, parse_retry_after, reject_unsupported
+from .base import (Adapter, Chunk, StreamTranslator, UpstreamRequest, header, parse_retry_after,
+                   reject_unsupported)
 
 DEFAULT_VERSION = "2023-06-01"
 #: from this ``anthropic-version`` on: Bearer auth, no temperature/top_p/top_k
@@ -187,6 +189,15 @@ class AnthropicAdapter(Adapter):
         }
 
     # ------------------------------------------------------------------ errors
+    def quota_exhausted(self, headers: Mapping[str, str]) -> float | None:
+        """``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-remaining: 0``
+        → seconds until the matching ``-reset`` (an RFC 3339 time)."""
+        waits = []
+        for kind in ("requests", "tokens", "input-tokens", "output-tokens"):
+            if header(headers, f"anthropic-ratelimit-{kind}-remaining") == "0":
+                waits.append(_seconds_until(header(headers, f"anthropic-ratelimit-{kind}-reset")))
+        return max(waits) if waits else None
+
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> errors.GatewayError:
         etype, msg = "", ""
         try:
@@ -303,3 +314,14 @@ class AnthropicStreamTranslator(StreamTranslator):
                 raise errors.UpstreamUnavailable(f"Anthropic stream error: {err.get('message')}")
             raise adapter.parse_error(status, {}, event.data.encode())
         return []  # content_block_stop and unknown future events
+
+
+def _seconds_until(stamp: str | None) -> float:
+    """An RFC 3339 reset time → seconds from now (at least 1 s when unreadable)."""
+    if stamp:
+        try:
+            when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            return max(0.0, when.timestamp() - time.time())
+        except ValueError:
+            pass
+    return 1.0

@@ -136,6 +136,12 @@ class Adapter(ABC):
     def new_stream_translator(self, req: dict[str, Any], model: str) -> StreamTranslator:
         """A fresh translator for one streamed answer."""
 
+    def quota_exhausted(self, headers: Mapping[str, str]) -> float | None:
+        """Seconds until the vendor's quota refills, when a *successful* answer's headers
+        say it is used up (remaining 0); None otherwise. The router then cools the
+        target down so ``auto`` and fallbacks go elsewhere instead of meeting a 429."""
+        return None
+
 
 def reject_unsupported(req: dict[str, Any], supported: frozenset[str], vendor: str) -> None:
     """Raise ``UnsupportedParameter`` for the first field ``vendor`` cannot take.

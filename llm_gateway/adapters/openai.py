@@ -171,6 +171,14 @@ class OpenAIAdapter(Adapter):
     def new_stream_translator(self, req: dict[str, Any], model: str) -> StreamTranslator:
         return OpenAIStreamTranslator(model=model, adapter=self)
 
+    def quota_exhausted(self, headers: Mapping[str, str]) -> float | None:
+        """``x-ratelimit-remaining-requests|tokens: 0`` → the matching ``x-ratelimit-reset-*``."""
+        waits = []
+        for kind in ("requests", "tokens"):
+            if header(headers, f"x-ratelimit-remaining-{kind}") == "0":
+                waits.append(parse_reset(header(headers, f"x-ratelimit-reset-{kind}")) or 1.0)
+        return max(waits) if waits else None
+
 
 class OpenAIStreamTranslator(StreamTranslator):
     """OpenAI chunks pass through as the bytes received; usage is taken out."""

@@ -20,7 +20,7 @@ from ..keys import CACHE, CTX, RESOLVER, ROUTER, SETTINGS
 from ..budget import admit
 from ..limits import reserve_chat
 from ..logging import event, log
-from ..routing.resolve import Target
+from ..routing.resolve import Resolver, Target
 from ..sse import DONE, SSE_HEADERS, frame, frame_error
 from ..usage import settle_stream, settle_usage
 from ..validation import ChatRequest, parse_chat
@@ -39,6 +39,16 @@ def log_request(request: web.Request, ctx: RequestContext, query: str | None = N
         fields["query"] = query[:2000]
     ctx.request_logged = True
     event(logging.INFO, "request", **fields)
+
+
+def log_route(resolver: Resolver, ctx: RequestContext, model: str, task_type: str | None,
+              targets: list[Target]) -> None:
+    """The chosen model and why: at info when the gateway chose (``auto``), else debug."""
+    level = logging.INFO if model.strip().lower() == "auto" else logging.DEBUG
+    if log.isEnabledFor(level):
+        why = resolver.explain(model, task_type, targets)
+        event(level, f"routing to {targets[0].key}", event="route", model=model, task_type=task_type,
+              chosen=targets[0].key, targets=[t.key for t in targets], **why)
 
 
 def last_user_text(body: dict[str, Any]) -> str:
@@ -74,6 +84,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx.endpoint = "/v1/chat/completions"  # recorded in the spend ledger when it ends
     log_request(request, ctx, last_user_text(cr.body))
     targets = app[RESOLVER].targets(cr.model, cr.task_type, cr.fallbacks)
+    log_route(app[RESOLVER], ctx, cr.model, cr.task_type, targets)
     cache = app[CACHE]
     flight: Flight | None = None
     key = cache.key_for(ctx, cr.cache, targets[0].provider, targets[0].model, cr.body)

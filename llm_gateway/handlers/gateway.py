@@ -42,7 +42,7 @@ from ..settings import PROVIDER_ALIASES
 from ..tokens import estimate_prompt_tokens
 from ..validation import parse_json
 from ..usage import settle_usage
-from .chat import answer_text, gateway_headers, log_answer, log_request
+from .chat import answer_text, gateway_headers, log_answer, log_request, log_route
 from .usage import recent_requests, usage
 
 _Q10 = Decimal("0.0000000001")
@@ -273,6 +273,7 @@ async def api_query(request: web.Request) -> web.Response:
     log_request(request, ctx, query)
     ctx.endpoint = "/api/query"  # from here on the request is recorded in the spend ledger
     targets = request.app[RESOLVER].targets(model, ctx.task_type, None)
+    log_route(request.app[RESOLVER], ctx, model, ctx.task_type, targets)
     entry = await _answer(request, ctx, _canonical(model, query), targets)
     return _json(_query_fields(ctx, entry), gateway_headers(ctx, None, with_cost=True))
 
@@ -296,6 +297,7 @@ async def gateway_query(request: web.Request) -> web.Response:
     if not dry_run:  # a dry run spends nothing and leaves no ledger row
         ctx.endpoint = "/v1/gateway/query"
     targets = _targets(request, model, version, ctx.task_type)
+    log_route(request.app[RESOLVER], ctx, model, ctx.task_type, targets)
     body = _canonical(targets[0].key if version else model, query, max_tokens)
     est = worst_case(body, targets)
     if max_cost is not None:

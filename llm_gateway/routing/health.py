@@ -76,6 +76,16 @@ class Health:
         h.probing = False
         h.cooldown = BASE_COOLDOWN
 
+    def exhausted(self, key: str, seconds: float) -> None:
+        """The vendor said (on a success) that this target's quota is used up: cool it
+        down until the reset, so ``auto`` and fallbacks go elsewhere meanwhile."""
+        h = self._get(key)
+        h.rate_limited += 1
+        was_open = h.state == "open"
+        self._open(h, self.clock(), min(max(seconds, 0.0), MAX_COOLDOWN))
+        if not was_open and self.on_cooldown is not None:
+            self.on_cooldown(key)
+
     def failure(self, key: str, err: GatewayError) -> None:
         if isinstance(err, ClientError):
             return  # the caller's fault says nothing about the target's health

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .. import errors
 from ..adapters.base import Adapter
@@ -174,6 +175,28 @@ class Resolver:
             if mock is not None:
                 out.append(Target("mock", mock.id, self.adapters["mock"], mock))
         return out
+
+    def explain(self, model: str, task_type: str | None, targets: list[Target]) -> dict[str, Any]:
+        """Why these targets: logged with the choice (``event: route``)."""
+        task = task_type or "text_generation"
+        if model.strip().lower() != "auto":
+            return {"reason": "explicit model" + (", then its fallbacks" if len(targets) > 1 else ""),
+                    "skipped": {}}
+        chosen = {t.model for t in targets}
+        skipped = {}
+        for p in self.catalog.tasks.get(task, []):
+            if p in chosen:
+                continue
+            try:
+                t = self.one(p)
+            except errors.ModelNotFound:
+                skipped[p] = "not in the catalog"
+                continue
+            skipped[p] = "provider not configured" if not self.configured(t.provider) else "cooling down"
+        why = f"auto: the first available model in the '{task}' preference list"
+        if self.mock_only:
+            why += " (no provider key is set: the simulated mock provider)"
+        return {"reason": why, "skipped": skipped}
 
 
 _KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "CLAUDE_API_KEY", "gemini": "GEMINI_API_KEY",

@@ -156,7 +156,15 @@ class Router:
             raise t.adapter.parse_error(resp.status, resp.headers, resp.body)
         out = t.adapter.parse_response(resp.body, t.model)
         self.health.success(t.key, (time.perf_counter() - t0) * 1000.0)
+        self._check_quota(t, resp.headers)
         return out
+
+    def _check_quota(self, t: Target, headers: Any) -> None:
+        wait = t.adapter.quota_exhausted(headers)
+        if wait is not None:
+            self.health.exhausted(t.key, wait)
+            event(logging.INFO, f"{t.key} reports its rate limit used up; cooling down for {wait:.1f} s",
+                  event="rate_limited", provider=t.provider, model=t.model, wait_s=round(wait, 3))
 
     # ------------------------------------------------------------------ streaming
     async def open_stream(self, ctx: RequestContext, req: dict[str, Any],
@@ -191,6 +199,7 @@ class Router:
             raise
         seg = Segment(t, req, up, t.adapter.new_stream_translator(req, t.model), t0)
         if up.status < 400:
+            self._check_quota(t, up.headers)
             return seg
         try:
             async with asyncio.timeout(timeout):

@@ -369,3 +369,42 @@ async def test_client_disconnect_cancels_upstream(gateway, vendor_env, fake_open
     line = gw.events("response")[-1]
     assert line["status"] == 499
     assert any(e.get("error_type") == "client_disconnected" for e in gw.events("error"))
+
+
+# ---------------------------------------------------------------- quota headers on success
+async def test_exhausted_quota_on_success_cools_the_target(gateway, vendor_env, fake_openai, fake_anthropic):
+    gw = await gateway(vendor_env)
+    fake_openai.inject(Fault(headers={"x-ratelimit-remaining-requests": "0",
+                                      "x-ratelimit-reset-requests": "20s"}))
+    status, h, _ = await post(gw, {"model": "auto", "messages": HI})
+    assert status == 200 and h["X-Gateway-Provider"] == "openai"  # this answer itself is fine
+    status, h, _ = await post(gw, {"model": "auto", "messages": HI})
+    assert h["X-Gateway-Provider"] == "anthropic" and len(fake_openai.requests) == 1
+    line = [e for e in gw.logs() if e.get("event") == "rate_limited"][0]
+    assert line["provider"] == "openai" and line["wait_s"] == 20
+    gw.advance(21)
+    status, h, _ = await post(gw, {"model": "auto", "messages": HI})
+    assert h["X-Gateway-Provider"] == "openai"
+
+
+def test_anthropic_quota_headers():
+    from datetime import UTC, datetime, timedelta
+
+    from llm_gateway.adapters.anthropic import AnthropicAdapter
+    from llm_gateway.settings import load_settings
+
+    s = load_settings({}, {"CLAUDE_API_KEY": "k"})
+    a = AnthropicAdapter(s.providers["anthropic"], s)
+    soon = (datetime.now(UTC) + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+    assert a.quota_exhausted({"anthropic-ratelimit-requests-remaining": "5"}) is None
+    wait = a.quota_exhausted({"anthropic-ratelimit-tokens-remaining": "0", "anthropic-ratelimit-tokens-reset": soon})
+    assert 28 < wait <= 30
+
+
+async def test_route_choice_is_logged_for_auto(gateway, vendor_env, fake_openai):
+    gw = await gateway({k: v for k, v in vendor_env.items() if not k.startswith("CLAUDE")})
+    await post(gw, {"model": "auto", "task_type": "summarization", "messages": HI})
+    route = [e for e in gw.logs() if e.get("event") == "route"][-1]
+    assert route["chosen"] == "gemini/gemini-2.0-flash"
+    assert "summarization" in route["reason"]
+    assert route["skipped"]["claude-3-5-haiku-latest"] == "provider not configured"
