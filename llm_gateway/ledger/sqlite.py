@@ -85,6 +85,7 @@ class SQLiteStore:
                 conn.execute("PRAGMA busy_timeout = 5000")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA cache_size = -1024")  # 1 MiB: the writer appends, it needs no big cache
                 conn.executescript(_SCHEMA)
             except BaseException:
                 conn.close()
