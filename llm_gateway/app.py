@@ -63,7 +63,7 @@ def create_app(
     # tests inject theirs to move time instead of sleeping.
     cache = app[CACHE] = ResponseCache(settings, clock or time.time, metrics)
     app[RESOLVER] = Resolver(settings, catalog, adapters, lambda t: health.available(t.key))
-    if limits_configured(settings) or Budgets.from_config(settings.config).limits:
+    if settings.mock_only or limits_configured(settings) or Budgets.from_config(settings.config).limits:
         warm_up()  # every request will be estimated: load the BPE ranks now, not on the first one
     # else the ranks (~130 MB) load on first use: only answers without vendor usage need them
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ..tokens import estimate_tokens
+from ..tokens import estimate_prompt_tokens, estimate_tokens
 from .base import UpstreamRequest, UpstreamResponse
 from .openai import OpenAIAdapter
 
@@ -31,17 +31,6 @@ def _last_user_text(messages: list[Any]) -> str:
     return ""
 
 
-def _prompt_text(messages: list[Any]) -> str:
-    parts = []
-    for m in messages:
-        c = m.get("content") if isinstance(m, dict) else None
-        if isinstance(c, str):
-            parts.append(c)
-        elif isinstance(c, list):
-            parts.extend(p.get("text", "") for p in c if isinstance(p, dict))
-    return "\n".join(parts)
-
-
 def answer_for(body: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
     """(text, usage, finish_reason) — a pure function of the request."""
     said = " ".join(_last_user_text(body.get("messages") or []).split())
@@ -52,7 +41,7 @@ def answer_for(body: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
     words = text.split(" ")
     if isinstance(limit, int) and limit < len(words):
         text, finish = " ".join(words[:limit]), "length"
-    pt = estimate_tokens(_prompt_text(body.get("messages") or []))
+    pt = estimate_prompt_tokens(body.get("messages") or [])
     ct = estimate_tokens(text)
     usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
     return text, usage, finish

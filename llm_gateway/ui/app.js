@@ -32,7 +32,7 @@ async function loadStatus() {
   const st = await api("/api/status");
   const provs = st.providers || {};
   const names = Object.keys(provs);
-  const sim = names.every((n) => n === "mock" || !provs[n].configured);
+  const sim = st.mock_only;
   $("#mode").textContent = sim ? "simulated: mock provider only" : "live";
   $("#mode").className = "badge" + (sim ? " sim" : "");
   fill("#providers", names.map((n) => Object.assign({ name: n }, provs[n])), (tr, p) => {
@@ -56,17 +56,17 @@ async function loadModels() {
 async function loadUsage() {
   const today = new Date().toISOString().slice(0, 10);
   const u = await api("/v1/gateway/usage?from=" + today + "&group_by=model");
-  fill("#usage", u.data || u.rows || [], (tr, r) => {
-    cell(tr, r.model); cell(tr, r.requests); cell(tr, r.total_tokens); cell(tr, r.cost_usd);
+  fill("#usage", u.groups || [], (tr, r) => {
+    cell(tr, r.model); cell(tr, r.requests); cell(tr, r.tokens && r.tokens.total); cell(tr, r.spend_usd);
   });
 }
 
 async function loadRequests() {
   const r = await api("/v1/gateway/requests?limit=25");
-  fill("#requests", r.data || r.requests || [], (tr, x) => {
-    cell(tr, x.time || x.ts); cell(tr, x.request_id); cell(tr, x.tenant); cell(tr, x.provider);
+  fill("#requests", r.data || [], (tr, x) => {
+    cell(tr, x.time); cell(tr, x.request_id); cell(tr, x.tenant); cell(tr, x.provider);
     cell(tr, x.model); cell(tr, x.status); cell(tr, x.latency_ms); cell(tr, x.attempts); cell(tr, x.cache);
-    cell(tr, x.total_tokens); cell(tr, x.cost_usd);
+    cell(tr, x.tokens && x.tokens.total); cell(tr, x.cost_usd);
   });
 }
 
