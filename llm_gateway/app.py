@@ -14,7 +14,7 @@ from .catalog import load_catalog
 from .handlers.chat import chat_completions
 from .handlers.health import healthz
 from .handlers.metrics import metrics as metrics_handler
-from .handlers.models import list_models
+from .handlers.models import get_model, list_models
 from .handlers.openapi import openapi_json
 from .handlers.gateway import add_routes as add_gateway_routes
 from .handlers.status import api_status
@@ -91,6 +91,7 @@ def create_app(
     install_ledger(app, settings)  # budgets + spend ledger: request-end hooks, start/flush/stop
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/metrics", metrics_handler)

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import signal
 import socket
 import sys
 from typing import Any
@@ -89,14 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     procs = [ctx.Process(target=_worker, args=(cli,), daemon=False) for _ in range(settings.workers)]
     for p in procs:
         p.start()
-    try:
+
+    def stop(signum: int, frame: Any) -> None:  # SIGTERM/SIGINT to the parent reach every worker
         for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join()
+            if p.is_alive():
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        p.join()
     return 0
 
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from .. import errors
 from ..keys import CATALOG, SETTINGS
 
 
 def model_list(request: web.Request) -> bytes:
+    return orjson.dumps({"object": "list", "data": _models(request)})
+
+
+def _models(request: web.Request) -> list[dict]:
     settings = request.app[SETTINGS]
     catalog = request.app[CATALOG]
     data = []
@@ -30,8 +35,18 @@ def model_list(request: web.Request) -> bytes:
         for mid in p.models:
             if mid not in seen:
                 data.append({"id": f"{name}/{mid}", "object": "model", "created": 0, "owned_by": name})
-    return orjson.dumps({"object": "list", "data": data})
+    return data
 
 
 async def list_models(request: web.Request) -> web.Response:
     return web.Response(body=model_list(request), content_type="application/json")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """GET /v1/models/{id} — the openai SDK's ``models.retrieve``."""
+    wanted = request.match_info["model"]
+    for item in _models(request):
+        if item["id"] == wanted:
+            return web.Response(body=orjson.dumps(item), content_type="application/json")
+    raise errors.ModelNotFound(f"The model '{wanted}' is not served here; GET /v1/models lists what is.",
+                               param="model")

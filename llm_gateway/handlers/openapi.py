@@ -299,6 +299,13 @@ def build_document() -> dict[str, Any]:
         "/v1/models": {"get": _op("Models of configured providers (OpenAI list format)", "listModels",
                                   _responses({"description": "model list", "content": _json(_ref("ModelList"))}),
                                   tags=["openai"])},
+        "/v1/models/{model}": {"get": _op(
+            "One model of a configured provider (openai SDK models.retrieve)", "getModel",
+            _responses({"description": "the model", "content": _json(
+                {"type": "object", "required": ["id", "object", "owned_by"],
+                 "properties": {"id": _S, "object": {"const": "model"}, "created": {"type": "integer"},
+                                "owned_by": _S, "pricing": {"type": "object"}}})}, 404),
+            params=[{"name": "model", "in": "path", "required": True, "schema": _S}], tags=["openai"])},
         "/api/query": {"post": _op(
             "Gateway-native query (original design)", "query",
             _responses({"description": "the answer", "content": _json(_ref("QueryResponse"))},

@@ -119,3 +119,27 @@ async def test_config_unknown_key_names_the_line(tmp_path, toml, needle):
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2
     assert needle in err.decode()
+
+
+async def test_workers_share_the_port_and_stop_together(tmp_path):
+    port = free_port()
+    proc, _ = await start(["--port", str(port), "--workers", "2"], {"LEDGER_PATH": "off"}, tmp_path)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", proc)
+        async with aiohttp.ClientSession() as s:
+            for _ in range(200):  # both workers accept on the shared port
+                async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    assert r.status == 200
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.communicate(), 20)
+    # no worker outlives the parent: the port is free again
+    for _ in range(100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("a worker kept the port after the parent stopped")

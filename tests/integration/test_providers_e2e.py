@@ -180,3 +180,11 @@ models = ["llama3.2"]
     raw = await gw.sdk().chat.completions.with_raw_response.create(
         model="llama3.2", messages=[{"role": "user", "content": "hi"}])
     assert raw.headers["x-gateway-provider"] == "local"
+
+
+async def test_models_retrieve(gateway, vendor_env):
+    gw = await gateway(vendor_env)
+    m = await gw.sdk().models.retrieve("claude-3-5-haiku-latest")
+    assert m.id == "claude-3-5-haiku-latest" and m.owned_by == "anthropic"
+    with pytest.raises(openai.NotFoundError):
+        await gw.sdk().models.retrieve("nope-1")
