@@ -68,6 +68,8 @@ class ProviderConfig:
     # An extra provider with no api_key_env needs no key (a local Ollama); the four
     # vendors are configured only when their key is set.
     needs_key: bool = True
+    #: the variable that configures it (named in "not configured" errors)
+    key_env: str | None = None
 
     @property
     def configured(self) -> bool:
@@ -524,7 +526,8 @@ def _providers(env: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, P
 
     out = {
         "openai": ProviderConfig(
-            "openai", "openai", url(_DEFAULT_URLS["openai"], "OPENAI_BASE_URL"), key("OPENAI_API_KEY")
+            "openai", "openai", url(_DEFAULT_URLS["openai"], "OPENAI_BASE_URL"), key("OPENAI_API_KEY"),
+            key_env="OPENAI_API_KEY",
         ),
         "anthropic": ProviderConfig(
             "anthropic",
@@ -532,6 +535,7 @@ def _providers(env: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, P
             url(_DEFAULT_URLS["anthropic"], "CLAUDE_BASE_URL", "ANTHROPIC_BASE_URL"),
             key("CLAUDE_API_KEY", "ANTHROPIC_API_KEY"),
             api_version=(env.get("ANTHROPIC_VERSION") or _DEFAULT_VERSIONS["anthropic"]).strip(),
+            key_env="CLAUDE_API_KEY",
         ),
         "gemini": ProviderConfig(
             "gemini",
@@ -539,9 +543,11 @@ def _providers(env: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, P
             url(_DEFAULT_URLS["gemini"], "GEMINI_BASE_URL"),
             key("GEMINI_API_KEY", "GOOGLE_API_KEY"),
             api_version=(env.get("GEMINI_API_VERSION") or _DEFAULT_VERSIONS["gemini"]).strip(),
+            key_env="GEMINI_API_KEY",
         ),
         "mistral": ProviderConfig(
-            "mistral", "mistral", url(_DEFAULT_URLS["mistral"], "MISTRAL_BASE_URL"), key("MISTRAL_API_KEY")
+            "mistral", "mistral", url(_DEFAULT_URLS["mistral"], "MISTRAL_BASE_URL"), key("MISTRAL_API_KEY"),
+            key_env="MISTRAL_API_KEY",
         ),
         "mock": ProviderConfig("mock", "mock", _DEFAULT_URLS["mock"], needs_key=False),
     }
@@ -562,6 +568,7 @@ def _providers(env: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, P
             out[name] = p
         if "api_key_env" in tbl:
             p.api_key = key(str(tbl["api_key_env"]))
+            p.key_env = str(tbl["api_key_env"])
         if "models" in tbl:
             p.models = [str(m) for m in tbl["models"]]
         if "api_version" in tbl:

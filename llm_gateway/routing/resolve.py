@@ -128,7 +128,7 @@ class Resolver:
             primary = self.one(model)
             if not self.configured(primary.provider):
                 pcfg = self.settings.providers[primary.provider]
-                hint = f" (set {_KEY_VARS[pcfg.kind]})" if pcfg.kind in _KEY_VARS else ""
+                hint = f" (set {pcfg.key_env})" if pcfg.key_env else ""
                 if not fallbacks and not self._chain(primary, task_type):
                     raise errors.BadRequest(
                         f"provider '{primary.provider}' is not configured{hint}",
@@ -197,7 +197,3 @@ class Resolver:
         if self.mock_only:
             why += " (no provider key is set: the simulated mock provider)"
         return {"reason": why, "skipped": skipped}
-
-
-_KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "CLAUDE_API_KEY", "gemini": "GEMINI_API_KEY",
-             "mistral": "MISTRAL_API_KEY"}
