@@ -73,7 +73,11 @@ async def errors_middleware(request: web.Request, handler: web.Handler) -> web.S
         if isinstance(e, errors.ClientError) and not ctx.failures:
             event(logging.INFO, e.message[:500], event="error", error_type=e.error_type, status=e.status,
                   provider=e.provider, model=e.model, attempt=ctx.attempts, detail=e.message[:500])
-        return _scrub(error_response(e, ctx.request_id), request)
+        resp = _scrub(error_response(e, ctx.request_id), request)
+        if ctx.attempts:  # a proxied request that failed upstream: its overhead is still ours to show
+            resp.headers["X-Gateway-Attempts"] = str(ctx.attempts)
+            resp.headers["X-Gateway-Overhead-Ms"] = f"{ctx.overhead_ms():.3f}"
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

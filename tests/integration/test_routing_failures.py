@@ -408,3 +408,11 @@ async def test_route_choice_is_logged_for_auto(gateway, vendor_env, fake_openai)
     assert route["chosen"] == "gemini/gemini-2.0-flash"
     assert "summarization" in route["reason"]
     assert route["skipped"]["claude-3-5-haiku-latest"] == "provider not configured"
+
+
+async def test_failed_proxy_response_still_reports_attempts_and_overhead(gateway, vendor_env, fake_openai):
+    gw = await gateway({**vendor_env, "MAX_RETRIES": "1"})
+    fake_openai.inject(Fault(status=500, body=OA_500), Fault(status=500, body=OA_500))
+    status, h, _ = await post(gw, {"model": "gpt-4o-mini", "messages": HI})
+    assert status == 502
+    assert h["X-Gateway-Attempts"] == "2" and float(h["X-Gateway-Overhead-Ms"]) >= 0
