@@ -11,18 +11,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
 
+from .config import ConfigError, KeyEntry, hashed_keys, load_config_file
 
-class ConfigError(Exception):
-    """Bad configuration: the message says what and where; the gateway refuses to start."""
+__all__ = ["ConfigError", "KeyEntry", "ProviderConfig", "Secret", "Settings", "load_settings"]
 
 
 class Secret:
@@ -74,16 +72,6 @@ class ProviderConfig:
     @property
     def configured(self) -> bool:
         return self.kind == "mock" or not self.needs_key or bool(self.api_key)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyEntry:
-    """A gateway key's identity. ``id`` names it in rate-limit buckets and logs (never the key)."""
-
-    tenant: str
-    id: str  # the config's ``name``, else the first 16 hex digits of its SHA-256
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
 
 
 @dataclass(slots=True)
@@ -245,141 +233,59 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-# ------------------------------------------------------------------------ TOML config
-# Allowed keys per table; ``*`` means a table of named sub-tables with the given keys.
-_PROVIDER_KEYS = {"type", "base_url", "api_key_env", "models", "api_version", "prefill"}
-_MODEL_KEYS = {
-    "id", "provider", "aliases", "context_window", "max_output_tokens", "input_per_1m",
-    "output_per_1m", "cached_input_per_1m", "prices_as_of", "price_source", "unpriced",
-    "task_types", "prefill", "default",
-}
-_PRICE_KEYS = {"input_per_1m", "output_per_1m", "cached_input_per_1m", "prices_as_of", "price_source"}
-_TOP_KEYS = {"providers", "models", "prices", "tasks", "fallbacks", "tenants", "gateway", "keys"}
-#: [[keys]]: gateway keys stored as SHA-256 hex digests (never the key itself)
-_KEY_KEYS = {"sha256", "tenant", "name", "requests_per_minute", "tokens_per_minute"}
-#: [tenants.NAME]: rate limits (issue 6) and budgets (the ledger)
-_TENANT_LIMIT_KEYS = {"requests_per_minute", "tokens_per_minute"}
-_TENANT_KEYS = _TENANT_LIMIT_KEYS | {"budget_usd_per_day", "budget_usd_per_month"}
+def _int(lo: float | None = None, hi: float | None = None) -> Callable[[str, str], Any]:
+    return lambda name, raw: _num(name, raw, int, lo, hi)
 
 
-def _line_of(text: str, key: str) -> int | None:
-    pat = re.compile(r"^\s*(\[+\s*)?[\w.\"' -]*\b" + re.escape(key) + r"\b")
-    for n, line in enumerate(text.splitlines(), 1):
-        if pat.search(line):
-            return n
-    return None
+def _float(lo: float | None = None, hi: float | None = None) -> Callable[[str, str], Any]:
+    return lambda name, raw: _num(name, raw, float, lo, hi)
 
 
-def _unknown(path: Path, text: str, where: str, key: str, allowed: set[str]) -> ConfigError:
-    line = _line_of(text, key)
-    at = f"{path}:{line}" if line else str(path)
-    return ConfigError(
-        f"{at}: unknown key {key!r} in {where} (allowed: {', '.join(sorted(allowed))})"
-    )
+def _one_of(*choices: str) -> Callable[[str, str], str]:
+    return lambda name, raw: _choice(name, raw, choices)
 
 
-def load_config_file(path: str) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    for k in data:
-        if k not in _TOP_KEYS:
-            raise _unknown(p, text, "the top level", k, _TOP_KEYS)
-    for name, tbl in (data.get("providers") or {}).items():
-        if not isinstance(tbl, dict):
-            raise ConfigError(f"{path}: [providers.{name}] must be a table")
-        for k in tbl:
-            if k not in _PROVIDER_KEYS:
-                raise _unknown(p, text, f"[providers.{name}]", k, _PROVIDER_KEYS)
-    models = data.get("models") or []
-    if not isinstance(models, list):
-        raise ConfigError(f"{path}: models must be an array of tables ([[models]])")
-    for m in models:
-        for k in m:
-            if k not in _MODEL_KEYS:
-                raise _unknown(p, text, "[[models]]", k, _MODEL_KEYS)
-    for name, tbl in (data.get("prices") or {}).items():
-        for k in tbl:
-            if k not in _PRICE_KEYS:
-                raise _unknown(p, text, f"[prices.{name}]", k, _PRICE_KEYS)
-    _check_keys_and_tenants(p, text, data)
-    return data
+def _text(name: str, raw: str) -> str:
+    return raw.strip()
 
 
-def _per_minute(where: str, tbl: Mapping[str, Any]) -> None:
-    for k in _TENANT_LIMIT_KEYS:
-        v = tbl.get(k)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ConfigError(f"{where}: {k} must be a whole number of at least 1")
+_flag = _bool
 
-
-def _budget_amounts(p: Path, text: str, name: str, tbl: Mapping[str, Any]) -> None:
-    """budget_usd_per_day / _per_month: a non-negative USD amount ("5.00" or 5)."""
-    for k in ("budget_usd_per_day", "budget_usd_per_month"):
-        if k not in tbl:
-            continue
-        v = tbl[k]
-        try:
-            ok = not isinstance(v, bool) and isinstance(v, str | int | float) and Decimal(str(v).strip()) >= 0
-        except InvalidOperation:
-            ok = False
-        if not ok or not Decimal(str(v).strip()).is_finite():
-            line = _line_of(text, k)
-            raise ConfigError(f"{p}{f':{line}' if line else ''}: [tenants.{name}] {k}={v!r}: expected "
-                              'an amount in USD such as "5.00" (a string or a number, not negative)')
-
-
-def _check_keys_and_tenants(p: Path, text: str, data: Mapping[str, Any]) -> None:
-    tenants = data.get("tenants") or {}
-    if not isinstance(tenants, dict):
-        raise ConfigError(f"{p}: tenants must be a table of [tenants.NAME] tables")
-    for name, tbl in tenants.items():
-        if not isinstance(tbl, dict):
-            raise ConfigError(f"{p}: [tenants.{name}] must be a table")
-        for k in tbl:
-            if k not in _TENANT_KEYS:
-                raise _unknown(p, text, f"[tenants.{name}]", k, _TENANT_KEYS)
-        _per_minute(f"{p}: [tenants.{name}]", tbl)
-        _budget_amounts(p, text, name, tbl)
-    keys = data.get("keys") or []
-    if not isinstance(keys, list):
-        raise ConfigError(f"{p}: keys must be an array of tables ([[keys]])")
-    for i, tbl in enumerate(keys, 1):
-        where = f"{p}: [[keys]] entry {i}"
-        if not isinstance(tbl, dict):
-            raise ConfigError(f"{where} must be a table")
-        for k in tbl:
-            if k not in _KEY_KEYS:
-                raise _unknown(p, text, "[[keys]]", k, _KEY_KEYS)
-        digest = tbl.get("sha256")
-        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest.strip()):
-            raise ConfigError(f"{where}: sha256 must be the 64 hex digits of the key's SHA-256 digest "
-                              "(e.g. printf %s \"$KEY\" | sha256sum); never put the key itself here")
-        tenant = tbl.get("tenant")
-        if not isinstance(tenant, str) or not tenant.strip():
-            raise ConfigError(f"{where}: tenant must be a non-empty string")
-        if "name" in tbl and (not isinstance(tbl["name"], str) or not tbl["name"].strip()):
-            raise ConfigError(f"{where}: name must be a non-empty string")
-        _per_minute(where, tbl)
-
-
-def hashed_keys(config: Mapping[str, Any]) -> dict[bytes, KeyEntry]:
-    """The validated ``[[keys]]`` tables as digest -> KeyEntry (duplicates are an error)."""
-    out: dict[bytes, KeyEntry] = {}
-    for i, tbl in enumerate(config.get("keys") or [], 1):
-        hexd = tbl["sha256"].strip().lower()
-        digest = bytes.fromhex(hexd)
-        if digest in out:
-            raise ConfigError(f"[[keys]] entry {i}: the same sha256 appears twice")
-        out[digest] = KeyEntry(tbl["tenant"].strip(), str(tbl.get("name") or hexd[:16]).strip(),
-                               tbl.get("requests_per_minute"), tbl.get("tokens_per_minute"))
-    return out
+#: environment variable → Settings attribute, with its parser (each names the variable in
+#: its error). LEDGER_PATH and DATABASE_URL have rules of their own, below.
+_ENV_FIELDS: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
+    ("HOST", "host", _text),
+    ("PORT", "port", _int(0, 65535)),
+    ("LOG_LEVEL", "log_level", _one_of("debug", "info", "warning", "error")),
+    ("LOG_QUERIES", "log_queries", _flag),
+    ("CACHE_ENABLED", "cache_enabled", _flag),
+    ("CACHE_TTL", "cache_ttl", _int(0)),
+    ("CACHE_BACKEND", "cache_backend", _one_of("memory", "redis")),
+    ("CACHE_MAX_ENTRIES", "cache_max_entries", _int(1)),
+    ("REDIS_URL", "redis_url", _text),
+    ("MAX_RETRIES", "max_retries", _int(0, 100)),
+    ("INITIAL_BACKOFF", "initial_backoff_ms", _float(0)),
+    ("MAX_BACKOFF", "max_backoff_ms", _float(0)),
+    ("BACKOFF_FACTOR", "backoff_factor", _float(1)),
+    ("JITTER", "jitter", _float(0, 1)),
+    ("REQUEST_TIMEOUT", "request_timeout", _float(0.001)),
+    ("STREAM_FIRST_TOKEN_TIMEOUT", "stream_first_token_timeout", _float(0.001)),
+    ("STREAM_IDLE_TIMEOUT", "stream_idle_timeout", _float(0.001)),
+    ("TIMEOUT_MOVES_ON", "timeout_moves_on", _flag),
+    ("REQUEST_DEADLINE", "request_deadline", _float(0.001)),
+    ("GATEWAY_API_KEYS", "gateway_api_keys", lambda n, v: parse_api_keys(v)),
+    ("GATEWAY_ALLOW_OPEN", "allow_open", _flag),
+    ("MAX_REQUEST_BYTES", "max_request_bytes", _int(1024)),
+    ("ANTHROPIC_DEFAULT_MAX_TOKENS", "anthropic_default_max_tokens", _int(1)),
+    ("LEDGER_QUEUE_SIZE", "ledger_queue_size", _int(1)),
+    ("LEDGER_FLUSH_TIMEOUT", "ledger_flush_timeout", _float(0)),
+    ("RATE_LIMIT_BACKEND", "rate_limit_backend", _one_of("memory", "redis")),
+    ("RATE_LIMIT_FAIL_OPEN", "rate_limit_fail_open", _flag),
+    ("RATE_LIMIT_DEFAULT_OUTPUT_TOKENS", "rate_limit_default_output_tokens", _int(0)),
+    ("CLIENT_BODY_TIMEOUT", "client_body_timeout", _float(0.001)),
+    ("CORS_ALLOW_ORIGINS", "cors_allow_origins", lambda n, v: parse_origins(v)),
+    ("MAX_HEADER_BYTES", "max_header_bytes", _int(1024, 1024 * 1024)),
+)
 
 
 # ------------------------------------------------------------------------ loading
@@ -413,52 +319,9 @@ def load_settings(
 
     s = Settings(env_file=env_file)
     g = env.get
-    if (v := g("HOST")) is not None:
-        s.host = v.strip()
-    if (v := g("PORT")) is not None:
-        s.port = _num("PORT", v, int, 0, 65535)
-    if (v := g("LOG_LEVEL")) is not None:
-        s.log_level = _choice("LOG_LEVEL", v, ("debug", "info", "warning", "error"))
-    if (v := g("LOG_QUERIES")) is not None:
-        s.log_queries = _bool("LOG_QUERIES", v)
-    if (v := g("CACHE_ENABLED")) is not None:
-        s.cache_enabled = _bool("CACHE_ENABLED", v)
-    if (v := g("CACHE_TTL")) is not None:
-        s.cache_ttl = _num("CACHE_TTL", v, int, 0)
-    if (v := g("CACHE_BACKEND")) is not None:
-        s.cache_backend = _choice("CACHE_BACKEND", v, ("memory", "redis"))
-    if (v := g("CACHE_MAX_ENTRIES")) is not None:
-        s.cache_max_entries = _num("CACHE_MAX_ENTRIES", v, int, 1)
-    if (v := g("REDIS_URL")) is not None:
-        s.redis_url = v.strip()
-    if (v := g("MAX_RETRIES")) is not None:
-        s.max_retries = _num("MAX_RETRIES", v, int, 0, 100)
-    if (v := g("INITIAL_BACKOFF")) is not None:
-        s.initial_backoff_ms = _num("INITIAL_BACKOFF", v, float, 0)
-    if (v := g("MAX_BACKOFF")) is not None:
-        s.max_backoff_ms = _num("MAX_BACKOFF", v, float, 0)
-    if (v := g("BACKOFF_FACTOR")) is not None:
-        s.backoff_factor = _num("BACKOFF_FACTOR", v, float, 1)
-    if (v := g("JITTER")) is not None:
-        s.jitter = _num("JITTER", v, float, 0, 1)
-    if (v := g("REQUEST_TIMEOUT")) is not None:
-        s.request_timeout = _num("REQUEST_TIMEOUT", v, float, 0.001)
-    if (v := g("STREAM_FIRST_TOKEN_TIMEOUT")) is not None:
-        s.stream_first_token_timeout = _num("STREAM_FIRST_TOKEN_TIMEOUT", v, float, 0.001)
-    if (v := g("STREAM_IDLE_TIMEOUT")) is not None:
-        s.stream_idle_timeout = _num("STREAM_IDLE_TIMEOUT", v, float, 0.001)
-    if (v := g("TIMEOUT_MOVES_ON")) is not None:
-        s.timeout_moves_on = _bool("TIMEOUT_MOVES_ON", v)
-    if (v := g("REQUEST_DEADLINE")) is not None:
-        s.request_deadline = _num("REQUEST_DEADLINE", v, float, 0.001)
-    if (v := g("GATEWAY_API_KEYS")) is not None:
-        s.gateway_api_keys = parse_api_keys(v)
-    if (v := g("GATEWAY_ALLOW_OPEN")) is not None:
-        s.allow_open = _bool("GATEWAY_ALLOW_OPEN", v)
-    if (v := g("MAX_REQUEST_BYTES")) is not None:
-        s.max_request_bytes = _num("MAX_REQUEST_BYTES", v, int, 1024)
-    if (v := g("ANTHROPIC_DEFAULT_MAX_TOKENS")) is not None:
-        s.anthropic_default_max_tokens = _num("ANTHROPIC_DEFAULT_MAX_TOKENS", v, int, 1)
+    for var, attr, parse in _ENV_FIELDS:
+        if (v := g(var)) is not None:
+            setattr(s, attr, parse(var, v))
     if (v := g("LEDGER_PATH")) is not None:
         s.ledger_path = None if v.strip().lower() in ("", "off", "none", "false", "0") else v.strip()
     if (v := g("DATABASE_URL")) is not None and v.strip():
@@ -466,23 +329,6 @@ def load_settings(
             raise ConfigError("DATABASE_URL: expected a postgresql://user:password@host:port/db URL "
                               "(leave it unset for the SQLite ledger at LEDGER_PATH)")
         s.database_url = Secret(v.strip())
-    if (v := g("LEDGER_QUEUE_SIZE")) is not None:
-        s.ledger_queue_size = _num("LEDGER_QUEUE_SIZE", v, int, 1)
-    if (v := g("LEDGER_FLUSH_TIMEOUT")) is not None:
-        s.ledger_flush_timeout = _num("LEDGER_FLUSH_TIMEOUT", v, float, 0)
-    if (v := g("RATE_LIMIT_BACKEND")) is not None:
-        s.rate_limit_backend = _choice("RATE_LIMIT_BACKEND", v, ("memory", "redis"))
-    if (v := g("RATE_LIMIT_FAIL_OPEN")) is not None:
-        s.rate_limit_fail_open = _bool("RATE_LIMIT_FAIL_OPEN", v)
-    if (v := g("RATE_LIMIT_DEFAULT_OUTPUT_TOKENS")) is not None:
-        s.rate_limit_default_output_tokens = _num("RATE_LIMIT_DEFAULT_OUTPUT_TOKENS", v, int, 0)
-    if (v := g("CLIENT_BODY_TIMEOUT")) is not None:
-        s.client_body_timeout = _num("CLIENT_BODY_TIMEOUT", v, float, 0.001)
-    if (v := g("CORS_ALLOW_ORIGINS")) is not None:
-        s.cors_allow_origins = parse_origins(v)
-    if (v := g("MAX_HEADER_BYTES")) is not None:
-        s.max_header_bytes = _num("MAX_HEADER_BYTES", v, int, 1024, 1024 * 1024)
-
     # CLI flags win over everything.
     if "host" in cli:
         s.host = str(cli["host"])

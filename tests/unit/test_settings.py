@@ -58,9 +58,18 @@ def test_env_example_lists_every_variable_and_loads():
     root = Path(__file__).resolve().parents[2]
     example = (root / ".env.example").read_text()
     source = (root / "llm_gateway" / "settings.py").read_text()
-    read = set(re.findall(r'g\("([A-Z_]+)"\)', source)) | set(re.findall(r'key\("([A-Z_]+)"', source))
+    read = (set(re.findall(r'g\("([A-Z_]+)"\)', source)) | set(re.findall(r'key\("([A-Z_]+)"', source))
+            | set(re.findall(r'^    \("([A-Z_]+)", "', source, re.M)))
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.M)) | set(
         re.findall(r"\b([A-Z][A-Z0-9_]+) is (?:an|accepted as an) alias", example))
     assert read and read <= listed, sorted(read - listed)
     s = load_settings({"env_file": str(root / ".env.example")}, {})
     assert s.mock_only and s.port == 8080
+
+
+def test_unused_config_table_is_refused(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[gateway]\nport = 1\n")
+    with pytest.raises(ConfigError) as ei:
+        load_settings({"config": str(cfg)}, {})
+    assert ":1: unknown key 'gateway'" in str(ei.value)
