@@ -19,9 +19,10 @@ assembled answer when it completed; a concurrent identical request waits for it 
 is served from that answer (replayed as SSE when it asked for a stream).
 
 Rules:
-* Stored: a ``chat.completion`` whose every choice finished with ``stop``, ``length``,
-  ``tool_calls`` or ``function_call``. Never stored: errors, a stream that ended in an
-  error event or without a finish reason, ``content_filter`` answers. An answer served by
+* Stored: a ``chat.completion`` whose every choice finished with ``stop``, ``tool_calls``
+  or ``function_call``. Never stored: errors, a stream that ended in an error event or
+  without a finish reason, ``content_filter`` answers, and answers cut at the token limit
+  (``length``): a truncated answer is never served again as if it were whole. An answer served by
   a fallback target is a valid answer to the request and is stored under the request's
   key (the key names the *requested* first target; the entry names who answered).
 * ``temperature > 0`` without ``seed`` is still cached: leaving ``cache`` on is the
@@ -57,8 +58,8 @@ from .singleflight import Flight, SingleFlight, copy_error
 
 __all__ = ["ResponseCache", "Flight", "cacheable", "cache_key"]
 
-#: finish reasons of a complete answer (``content_filter`` and a missing reason are not)
-STORABLE_FINISH = frozenset({"stop", "length", "tool_calls", "function_call"})
+#: finish reasons of a complete answer (``length``, ``content_filter`` and a missing reason are not)
+STORABLE_FINISH = frozenset({"stop", "tool_calls", "function_call"})
 _ZERO = Decimal(0)
 
 

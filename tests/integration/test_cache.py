@@ -464,3 +464,13 @@ async def test_native_single_flight(gateway, vendor_env, fake_openai):
     out = await asyncio.gather(*(one() for _ in range(4)))
     assert sorted(o["cached"] for o in out) == [False, True, True, True]
     assert len(fake_openai.requests) == 1
+
+
+async def test_an_answer_cut_at_max_tokens_is_not_stored(gateway, vendor_env, fake_openai):
+    gw = await gateway(vendor_env)
+    body = {"model": "gpt-4o-mini", "max_tokens": 2, "messages": [{"role": "user", "content": "long please"}]}
+    for _ in range(2):
+        async with gw.http.post(gw.url + "/v1/chat/completions", json=body) as r:
+            assert r.status == 200 and (await r.json())["choices"][0]["finish_reason"] == "length"
+            assert r.headers["X-Gateway-Cache"] == "MISS"
+    assert len(fake_openai.requests) == 2

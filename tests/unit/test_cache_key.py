@@ -88,7 +88,7 @@ def _resp(*finish):
 
 
 @pytest.mark.parametrize("finish,ok", [
-    (("stop",), True), (("length",), True), (("tool_calls",), True), (("stop", "stop"), True),
+    (("stop",), True), (("length",), False), (("tool_calls",), True), (("stop", "stop"), True),
     ((None,), False), (("content_filter",), False), (("stop", None), False), ((), False),
 ])
 def test_only_complete_answers_are_cacheable(finish, ok):
