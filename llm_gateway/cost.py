@@ -79,3 +79,9 @@ def output_cap(body: dict[str, Any], max_output_tokens: int | None) -> tuple[int
     if max_output_tokens:
         return int(max_output_tokens), "model_max_output_tokens"
     return DEFAULT_OUTPUT_CAP, "default"
+
+
+def usd_number(value: Decimal | None) -> float | None:
+    """A cost as a JSON number for API answers (SPEC 8 gives costs in bodies as numbers;
+    the exact decimal string is in X-Gateway-Cost-USD and the ledger keeps Decimal)."""
+    return None if value is None else float(value)

@@ -32,7 +32,7 @@ from ..budget import admit, worst_case
 from ..cache import ResponseCache
 from ..catalog import TASK_TYPES
 from ..context import RequestContext
-from ..cost import MILLION, fmt_usd, output_cap, token_buckets
+from ..cost import MILLION, fmt_usd, output_cap, token_buckets, usd_number
 from ..keys import CACHE, CATALOG, CTX, RESOLVER, ROUTER, SETTINGS
 from ..limits import reserve_chat
 from ..logging import request_id_var
@@ -254,8 +254,8 @@ def _metrics(ctx: RequestContext) -> dict[str, Any]:
             "cache": ctx.cache, "overhead_ms": round(ctx.overhead_ms(), 3)}
 
 
-def _usd_str(v: Decimal | None) -> str | None:
-    return None if v is None else fmt_usd(v)
+def _usd_num(v: Decimal | None) -> float | None:
+    return usd_number(v)
 
 
 def _json(data: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -313,7 +313,7 @@ async def gateway_query(request: web.Request) -> web.Response:
                 f"max_cost_usd ${fmt_usd(max_cost)} ({est.input_tokens} input tokens + up to {est.output_cap} "
                 f"output tokens, the cap from {est.output_cap_basis}). Lower max_tokens, shorten the query or "
                 "choose a cheaper model.", param="max_cost_usd")
-    cost: dict[str, Any] = {"estimated_usd": _usd_str(est.usd), "actual_usd": None, "currency": "USD",
+    cost: dict[str, Any] = {"estimated_usd": _usd_num(est.usd), "actual_usd": None, "currency": "USD",
                             "priced": not est.unpriced, "estimated_input_tokens": est.input_tokens,
                             "max_output_tokens": est.output_cap, "max_output_tokens_basis": est.output_cap_basis}
     if dry_run:
@@ -326,7 +326,7 @@ async def gateway_query(request: web.Request) -> web.Response:
                "dry_run": True, "cost": cost, "metrics": _metrics(ctx)}
         return _json(out)
     entry = await _answer(request, ctx, body, targets)
-    cost["actual_usd"] = _usd_str(ctx.cost) if ctx.priced else None
+    cost["actual_usd"] = _usd_num(ctx.cost) if ctx.priced else None
     cost["priced"] = ctx.priced
     out = {**_query_fields(ctx, entry), "dry_run": False, "cost": cost, "metrics": _metrics(ctx)}
     return _json(out, gateway_headers(ctx, None, with_cost=True))
@@ -373,10 +373,10 @@ async def cost_estimate(request: web.Request) -> web.Response:
         return _json(out)
     inp = _q10(input_tokens * price.input / MILLION)
     outc = _q10(out_tokens * price.output / MILLION)
-    out.update(input_per_1m=fmt_usd(price.input), output_per_1m=fmt_usd(price.output),
-               cached_input_per_1m=fmt_usd(price.cached_input), prices_as_of=price.as_of,
-               price_source=price.source, input_cost_usd=fmt_usd(inp), output_cost_usd=fmt_usd(outc),
-               total_cost_usd=fmt_usd(inp + outc))
+    out.update(input_per_1m=_usd_num(price.input), output_per_1m=_usd_num(price.output),
+               cached_input_per_1m=_usd_num(price.cached_input), prices_as_of=price.as_of,
+               price_source=price.source, input_cost_usd=_usd_num(inp), output_cost_usd=_usd_num(outc),
+               total_cost_usd=_usd_num(inp + outc))
     return _json(out)
 
 

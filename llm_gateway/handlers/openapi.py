@@ -96,8 +96,8 @@ _USAGE_OUT = {
     "properties": {"input_tokens": _INT0, "output_tokens": _INT0, "total_tokens": _INT0,
                    "estimated": {"type": "boolean"}, "buckets": _TOKENS},
 }
-_USD = {"type": ["string", "null"], "pattern": "^[0-9]+(\\.[0-9]+)?$",
-        "description": "USD as an exact decimal string; null: unknown (unpriced model)"}
+_USD = {"type": ["number", "null"], "minimum": 0,
+        "description": "US dollars (the exact decimal is in X-Gateway-Cost-USD and the ledger); null: unpriced"}
 
 SCHEMAS: dict[str, Any] = {
     "ErrorEnvelope": {

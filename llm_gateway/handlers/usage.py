@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .. import errors
 from ..budget import tenant_of
-from ..cost import fmt_usd
+from ..cost import usd_number
 from ..keys import CTX, LEDGER, SETTINGS
 from ..ledger import GROUP_KEYS, TOKEN_KEYS, Ledger, UsageQuery, empty_group
 
@@ -27,8 +27,8 @@ def _json(data: dict[str, Any]) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type="application/json")
 
 
-def _usd_str(v: Decimal | None) -> str | None:
-    return None if v is None else fmt_usd(v)
+def _usd(v: Decimal | None) -> float | None:
+    return usd_number(v)
 
 
 def _ledger(request: web.Request) -> Ledger:
@@ -95,7 +95,7 @@ def _iso(ts: float) -> str:
 def _group_out(g: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     out = {k: g.get(k) for k in keys}
     out.update(requests=g["requests"], errors=g["errors"], cache_hits=g["cache_hits"],
-               unpriced_requests=g["unpriced"], spend_usd=fmt_usd(g["cost"]),
+               unpriced_requests=g["unpriced"], spend_usd=_usd(g["cost"]),
                tokens={k: g[k] for k in TOKEN_KEYS})
     return out
 
@@ -145,7 +145,7 @@ async def recent_requests(request: web.Request) -> web.Response:
     tenant = _read_tenant(request, p.get("tenant"))
     rows = await _ledger(request).recent(limit, tenant)
     for r in rows:
-        r["cost_usd"] = _usd_str(r["cost_usd"])
+        r["cost_usd"] = _usd(r["cost_usd"])
     return _json({"object": "list", "data": rows, "limit": limit, "tenant": tenant})
 
 

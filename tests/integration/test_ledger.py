@@ -133,7 +133,7 @@ async def test_gateway_writes_postgresql(gateway, vendor_env, pg_url):
         assert r.status == 200
     async with gw.http.get(gw.url + "/v1/gateway/requests") as r:
         data = (await r.json())["data"]
-    assert [(d["request_id"], d["cost_usd"]) for d in data] == [("pg-1", "0.00000315")]
+    assert [(d["request_id"], d["cost_usd"]) for d in data] == [("pg-1", 0.00000315)]
     async with gw.http.get(gw.url + "/api/status") as r:
         assert (await r.json())["ledger"]["backend"] == "postgresql://127.0.0.1:5432/" + pg_url.rsplit("/", 1)[1]
     await gw.server.close()
