@@ -84,7 +84,7 @@ async def test_miss_then_hit(gateway, vendor_env, fake_openai, cache_env):
         assert b2["usage"][k] == b1["usage"][k]
     assert b1["usage"]["cost"] > 0 and b2["usage"]["cost"] == 0
     hit = gw.events("response")[-1]
-    assert hit["cache"] == "HIT" and hit["attempts"] == 0 and hit["cost_usd"] == "0"
+    assert hit["cache"] == "HIT" and hit["attempts"] == 0 and hit["cost_usd"] == 0
     assert hit["input_tokens"] == b1["usage"]["prompt_tokens"] and hit["provider"] == "openai"
     if "_redis" in cache_env:
         assert await cache_env["_redis"].dbsize() == 1
@@ -446,7 +446,7 @@ async def test_native_endpoints_use_the_same_cache(gateway, vendor_env, fake_ope
     async with gw.http.post(gw.url + "/v1/gateway/query", json=q) as r:
         b3 = await r.json()
     assert b3["cached"] is True and b3["metrics"]["cache"] == "HIT" and b3["metrics"]["attempts"] == 0
-    assert b3["cost"]["actual_usd"] == "0"
+    assert b3["cost"]["actual_usd"] == 0
     # the same canonical request through the OpenAI surface: the same entry
     _, h, b4 = await post(gw, REQ)
     assert h["X-Gateway-Cache"] == "HIT" and b4["choices"][0]["message"]["content"] == b1["response"]
