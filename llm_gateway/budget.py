@@ -151,6 +151,16 @@ class Budgets:
         s = self._current(tenant, day, month)
         s.spent_day, s.spent_month = spent_day, spent_month
 
+    def merge(self, tenant: str, ledger_day: Decimal, ledger_month: Decimal) -> None:
+        """Spend the shared ledger knows of (other workers and replicas included). Both the
+        ledger's total and our own count are lower bounds of the truth; keep the larger."""
+        if tenant not in self.limits:
+            return
+        day, month = _periods(self.now())
+        s = self._current(tenant, day, month)
+        s.spent_day = max(s.spent_day, ledger_day)
+        s.spent_month = max(s.spent_month, ledger_month)
+
     def admit(self, tenant: str, amount: Decimal) -> Hold | None:
         """Reserve ``amount`` or raise 402 budget_exceeded. Synchronous on purpose."""
         lim = self.limits.get(tenant)

@@ -129,6 +129,8 @@ class Settings:
     ledger_queue_size: int = 10000
     #: seconds the ledger may take to write its last rows on shutdown
     ledger_flush_timeout: float = 10.0
+    #: seconds between budget syncs with the shared ledger (other workers' and replicas' spend)
+    budget_sync_interval: float = 2.0
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     #: the parsed TOML config (validated), for the catalog and later features
     config: dict[str, Any] = field(default_factory=dict)
@@ -279,6 +281,7 @@ _ENV_FIELDS: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("ANTHROPIC_DEFAULT_MAX_TOKENS", "anthropic_default_max_tokens", _int(1)),
     ("LEDGER_QUEUE_SIZE", "ledger_queue_size", _int(1)),
     ("LEDGER_FLUSH_TIMEOUT", "ledger_flush_timeout", _float(0)),
+    ("BUDGET_SYNC_INTERVAL", "budget_sync_interval", _float(0.01)),
     ("RATE_LIMIT_BACKEND", "rate_limit_backend", _one_of("memory", "redis")),
     ("RATE_LIMIT_FAIL_OPEN", "rate_limit_fail_open", _flag),
     ("RATE_LIMIT_DEFAULT_OUTPUT_TOKENS", "rate_limit_default_output_tokens", _int(0)),

@@ -225,7 +225,7 @@ def open_store(settings: Settings) -> Store | None:
     return None
 
 
-async def _seed_budgets(ledger: Ledger, budgets: Budgets) -> None:
+async def _seed_budgets(ledger: Ledger, budgets: Budgets, merge: bool = False) -> None:
     now = datetime.fromtimestamp(budgets.now(), UTC)
     day0 = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month0 = day0.replace(day=1)
@@ -234,11 +234,23 @@ async def _seed_budgets(ledger: Ledger, budgets: Budgets) -> None:
             by_month = await ledger.spend_since(month0.timestamp())
             by_day = await ledger.spend_since(day0.timestamp())
     except (LedgerUnavailable, TimeoutError) as e:
-        event(logging.ERROR, "budgets start from zero: the spend ledger could not be read "
-              f"({getattr(e, 'message', 'timed out')})", event="ledger", state="budgets_unseeded")
+        if not merge:
+            event(logging.ERROR, "budgets start from zero: the spend ledger could not be read "
+                  f"({getattr(e, 'message', 'timed out')})", event="ledger", state="budgets_unseeded")
         return
+    apply = budgets.merge if merge else budgets.seed
     for tenant in budgets.limits:
-        budgets.seed(tenant, by_day.get(tenant, Decimal(0)), by_month.get(tenant, Decimal(0)))
+        apply(tenant, by_day.get(tenant, Decimal(0)), by_month.get(tenant, Decimal(0)))
+
+
+async def _sync_budgets(ledger: Ledger, budgets: Budgets, interval: float) -> None:
+    """Keep budgets in step with spend recorded by other workers and replicas sharing the
+    ledger (``--workers``, one PostgreSQL for several hosts): every ``interval`` seconds
+    each tenant's spend becomes the larger of our own count and the ledger's."""
+    while True:
+        await asyncio.sleep(interval)
+        if not ledger.failing:
+            await _seed_budgets(ledger, budgets, merge=True)
 
 
 def install(app: web.Application, settings: Settings) -> None:
@@ -257,9 +269,16 @@ def install(app: web.Application, settings: Settings) -> None:
     async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
         await ledger.start()
         event(logging.INFO, f"spend ledger: {store.backend}", event="startup", backend=store.backend)
+        sync = None
         if budgets.limits:
             await _seed_budgets(ledger, budgets)
+            sync = asyncio.create_task(_sync_budgets(ledger, budgets, settings.budget_sync_interval),
+                                       name="budget-sync")
         yield
+        if sync is not None:
+            sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sync
         await ledger.close()
 
     app.cleanup_ctx.append(ledger_ctx)

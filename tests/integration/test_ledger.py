@@ -275,3 +275,21 @@ async def _until(cond: Any, timeout: float = 5.0) -> None:
 def test_rows_never_carry_text():
     fields = set(LedgerRow.__dataclass_fields__)
     assert not {"query", "prompt", "messages", "answer", "response", "text", "content"} & fields
+
+
+async def test_budgets_see_spend_from_other_workers_sharing_the_ledger(gateway, vendor_env, tmp_path):
+    """Two gateways (as --workers or replicas) on one ledger: spend in one counts in the other."""
+    from llm_gateway.keys import BUDGETS
+
+    shared = {**vendor_env, "LEDGER_PATH": str(tmp_path / "shared.sqlite3"), "BUDGET_SYNC_INTERVAL": "0.05",
+              "CACHE_ENABLED": "false"}
+    config = '[tenants.default]\nbudget_usd_per_day = "0.00001"\n'
+    gw_a = await gateway(shared, config=config)
+    gw_b = await gateway(shared, config=config)
+    body = {"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    async with gw_a.http.post(gw_a.url + "/v1/chat/completions", json=body) as r:
+        assert r.status == 200  # spends ~$0.000003 of the $0.00001 day
+    await _until(lambda: gw_b.app[BUDGETS].spend["default"].spent_day > 0)
+    async with gw_b.http.post(gw_b.url + "/v1/chat/completions", json=body) as r:
+        assert r.status == 402  # its own count is 0, but the ledger knows what A spent
+        assert (await r.json())["error"]["code"] == "budget_exceeded"
