@@ -4,8 +4,8 @@
 A query becomes the canonical request ``{"model", "messages": [{"role": "user",
 "content": query}]}`` and goes through exactly what /v1/chat/completions uses: the
 resolver, the response cache, the router and ``usage.settle_usage``. Money in these
-answers is a decimal string (``"0.0000123"``), never a float: it is exact and never
-shown in scientific notation. ``null`` means unknown (an unpriced model).
+answers is a JSON number of US dollars, like ``usage.cost``; the exact decimal is in the
+``X-Gateway-Cost-USD`` header and the ledger. ``null`` means unknown (an unpriced model).
 
 ``model_version`` (a specific or dated version of ``model``) resolves as follows:
 1. ``<model>-<version>`` when the catalog knows it (id or alias, with or without a
