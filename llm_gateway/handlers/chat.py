@@ -21,7 +21,7 @@ from ..budget import admit
 from ..limits import reserve_chat
 from ..logging import event, log
 from ..routing.resolve import Resolver, Target
-from ..sse import DONE, SSE_HEADERS, frame, frame_error
+from ..sse import DONE, SSE_HEADERS, SSEResponse, frame, frame_error
 from ..usage import settle_stream, settle_usage
 from ..validation import ChatRequest, parse_chat
 
@@ -133,7 +133,7 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     t = live.target
     ctx.provider, ctx.model = t.provider, t.model
     recorder = StreamRecorder() if flight is not None else None
-    resp = web.StreamResponse(headers={**SSE_HEADERS, **gateway_headers(ctx, t, with_cost=False)})
+    resp = SSEResponse(headers={**SSE_HEADERS, **gateway_headers(ctx, t, with_cost=False)})
     await resp.prepare(request)
     try:
         async with aclosing(live.batches()) as batches:
@@ -183,7 +183,7 @@ async def serve_cached(request: web.Request, ctx: RequestContext, answer: dict[s
     headers = gateway_headers(ctx, None, with_cost=True)
     if not stream:
         return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
-    resp = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+    resp = SSEResponse(headers={**SSE_HEADERS, **headers})
     await resp.prepare(request)
     await resp.write(b"".join(frame(c) for c in replay_chunks(answer, include_usage)) + DONE)
     return resp
