@@ -141,7 +141,9 @@ class LineHandler(logging.Handler):
         from the fields (no LogRecord), serialised by the python-json-logger formatter."""
         fmt: GatewayFormatter = self.formatter  # type: ignore[assignment]
         try:
-            self._queue(fmt.format_event(level, message, fields))
+            line = fmt.format_event(level, message, fields)
+            with self.lock:  # type: ignore[union-attr]  # a thread's record may be flushing
+                self._queue(line)
         except Exception:
             self.handleError(logging.LogRecord("llm_gateway", level, "", 0, message, None, None))
 
