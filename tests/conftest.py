@@ -38,6 +38,7 @@ class Gateway:
     logbuf: io.StringIO
     sleeps: list[float] = field(default_factory=list)
     clock: list[float] = field(default_factory=lambda: [1000.0])
+    clients: list[Any] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -50,7 +51,9 @@ class Gateway:
     def sdk(self, **kw: Any) -> openai.AsyncOpenAI:
         kw.setdefault("api_key", "client-key-not-a-vendor-key")
         kw.setdefault("max_retries", 0)
-        return openai.AsyncOpenAI(base_url=self.url + "/v1", **kw)
+        client = openai.AsyncOpenAI(base_url=self.url + "/v1", **kw)
+        self.clients.append(client)  # closed at teardown, inside the test's event loop
+        return client
 
     def log_text(self) -> str:
         for h in logging.getLogger().handlers:  # lines written in the loop are batched per iteration
@@ -156,5 +159,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 
     yield make
     for gw in started:
+        for client in gw.clients:
+            await client.close()
         await gw.http.close()
         await gw.server.close()

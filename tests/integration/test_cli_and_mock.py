@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -58,9 +59,11 @@ async def test_fresh_machine_serves_mock(tmp_path):
     port = free_port()
     proc, _ = await start(["--port", str(port)], {}, tmp_path)
     url = f"http://127.0.0.1:{port}"
+    stack = contextlib.AsyncExitStack()
     try:
         await wait_healthy(url, proc)
         client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        await stack.enter_async_context(client)
         resp = await client.chat.completions.create(
             model="auto", messages=[{"role": "user", "content": "Hello there"}])
         assert "simulated" in resp.choices[0].message.content
@@ -79,6 +82,7 @@ async def test_fresh_machine_serves_mock(tmp_path):
         models = await client.models.list()
         assert [m.id for m in models.data] == ["mock-1"]
     finally:
+        await stack.aclose()
         lines = await stop(proc)
     startup = [ln for ln in lines if ln.get("event") == "startup"]
     assert any("mock" in ln["message"] and ln["level"] == "warning" for ln in startup)
