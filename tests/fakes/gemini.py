@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .base import Fault, FakeVendor, words
+from .base import FakeVendor, words
 
 VERSIONS = frozenset({"v1", "v1beta", "v1alpha"})
 REQUEST_FIELDS = frozenset({
