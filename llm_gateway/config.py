@@ -32,7 +32,7 @@ class KeyEntry:
 
 
 # Allowed keys per table; ``*`` means a table of named sub-tables with the given keys.
-_PROVIDER_KEYS = {"type", "base_url", "api_key_env", "models", "api_version", "prefill"}
+_PROVIDER_KEYS = {"type", "base_url", "api_key_env", "models", "api_version", "prefill", "stream_usage"}
 _MODEL_KEYS = {
     "id", "provider", "aliases", "context_window", "max_output_tokens", "input_per_1m",
     "output_per_1m", "cached_input_per_1m", "prices_as_of", "price_source", "unpriced",

@@ -63,6 +63,9 @@ class ProviderConfig:
     api_version: str | None = None
     models: list[str] = field(default_factory=list)  # extra providers: listed models
     supports_prefill: bool | None = None  # None: the adapter's default
+    #: ask an OpenAI-compatible server for usage in streams (stream_options.include_usage);
+    #: off for servers that refuse the field: their streams' usage is then estimated
+    stream_usage: bool = True
     # An extra provider with no api_key_env needs no key (a local Ollama); the four
     # vendors are configured only when their key is set.
     needs_key: bool = True
@@ -424,4 +427,6 @@ def _providers(env: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, P
             p.api_version = str(tbl["api_version"])
         if "prefill" in tbl:
             p.supports_prefill = bool(tbl["prefill"])
+        if "stream_usage" in tbl:
+            p.stream_usage = bool(tbl["stream_usage"])
     return out

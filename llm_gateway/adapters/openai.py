@@ -99,9 +99,12 @@ class OpenAIAdapter(Adapter):
                 )
         if stream:
             body["stream"] = True
-            opts = dict(body.get("stream_options") or {})
-            opts["include_usage"] = True
-            body["stream_options"] = opts
+            if self.provider.stream_usage:
+                opts = dict(body.get("stream_options") or {})
+                opts["include_usage"] = True
+                body["stream_options"] = opts
+            else:  # a server that refuses the field: usage is estimated (flagged) instead
+                body.pop("stream_options", None)
         else:
             body.pop("stream", None)
             body.pop("stream_options", None)

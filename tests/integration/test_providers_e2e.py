@@ -188,3 +188,24 @@ async def test_models_retrieve(gateway, vendor_env):
     assert m.id == "claude-3-5-haiku-latest" and m.owned_by == "anthropic"
     with pytest.raises(openai.NotFoundError):
         await gw.sdk().models.retrieve("nope-1")
+
+
+async def test_extra_provider_without_stream_usage(gateway, fake_openai):
+    fake_openai.require_auth = False
+    config = f"""
+[providers.old]
+type = "openai"
+base_url = "{fake_openai.url}/v1"
+models = ["tiny"]
+stream_usage = false
+"""
+    gw = await gateway({}, config=config)
+    stream = await gw.sdk().chat.completions.create(
+        model="old/tiny", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True})
+    usage = None
+    async for chunk in stream:
+        usage = chunk.usage or usage
+    assert "stream_options" not in fake_openai.last.body  # never sent to this server
+    assert usage.completion_tokens > 0  # estimated from the text instead
+    assert gw.events("response")[-1]["estimated"] is True
