@@ -42,7 +42,7 @@ from .base import GROUP_KEYS, TOKEN_KEYS, LedgerRow, LedgerUnavailable, Store, U
 __all__ = ["GROUP_KEYS", "TOKEN_KEYS", "Ledger", "LedgerRow", "LedgerUnavailable", "UsageQuery", "empty_group",
            "install", "open_store"]
 
-BATCH_SIZE = 500
+BATCH_SIZE = 2000
 #: seconds the writer lets rows gather before a write (one transaction per batch, not per
 #: request); reads and shutdown do not wait for it
 LINGER = 0.2
