@@ -134,7 +134,11 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     ctx.provider, ctx.model = t.provider, t.model
     recorder = StreamRecorder() if flight is not None else None
     resp = SSEResponse(headers={**SSE_HEADERS, **gateway_headers(ctx, t, with_cost=False)})
-    await resp.prepare(request)
+    try:
+        await resp.prepare(request)
+    except BaseException:  # the client left before the first byte: let go of the upstream now
+        live.close()
+        raise
     try:
         async with aclosing(live.batches()) as batches:
             async for batch in batches:
