@@ -28,12 +28,6 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     return vars(p.parse_args(argv))
 
 
-def _secrets(settings: Settings) -> list[str]:
-    out = [p.api_key.get() for p in settings.providers.values() if p.api_key]
-    out += [k.get() for k in settings.gateway_api_keys]
-    return out
-
-
 def _install_uvloop() -> bool:
     try:
         import uvloop
@@ -46,7 +40,7 @@ def _install_uvloop() -> bool:
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     from .app import create_app
 
-    setup_logging(settings.log_level, _secrets(settings))
+    setup_logging(settings.log_level, settings.secrets())
     uv = _install_uvloop()
     app = create_app(settings)
     configured = [n for n, p in settings.providers.items() if p.configured and p.kind != "mock"]

@@ -153,6 +153,15 @@ class Settings:
             parts.append(f"{f.name}={v!r}")
         return "Settings(" + ", ".join(parts) + ")"
 
+    def secrets(self) -> list[str]:
+        """Every configured secret (vendor keys, gateway keys, the database URL): what logs,
+        error bodies and /api/status must never show."""
+        out = [p.api_key.get() for p in self.providers.values() if p.api_key]
+        out += [k.get() for k in self.gateway_api_keys]
+        if self.database_url:
+            out.append(self.database_url.get())
+        return [v for v in out if len(v) >= 4]
+
     @property
     def auth_enabled(self) -> bool:
         return bool(self.gateway_api_keys or self.hashed_keys)

@@ -139,9 +139,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             environ["GATEWAY_CONFIG"] = str(p)
         settings = load_settings({}, environ)
         buf = io.StringIO()
-        secrets = [p.api_key.get() for p in settings.providers.values() if p.api_key]
-        secrets += [k.get() for k in settings.gateway_api_keys]
-        setup_logging(settings.log_level, secrets, stream=buf)
+        setup_logging(settings.log_level, settings.secrets(), stream=buf)
         sleeps: list[float] = []
         clock = [1000.0]
 

@@ -12,15 +12,6 @@ import orjson
 from aiohttp import web
 
 from ..keys import CATALOG, HEALTH, LEDGER, SETTINGS
-from ..settings import Settings
-
-
-def _secrets(settings: Settings) -> list[str]:
-    out = [p.api_key.get() for p in settings.providers.values() if p.api_key]
-    out += [k.get() for k in settings.gateway_api_keys]
-    if settings.database_url:
-        out.append(settings.database_url.get())
-    return [s for s in out if len(s) >= 4]
 
 
 def _scrub(value: Any, secrets: list[str]) -> Any:
@@ -33,7 +24,7 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
 async def api_status(request: web.Request) -> web.Response:
     app = request.app
     settings, health, catalog = app[SETTINGS], app[HEALTH], app[CATALOG]
-    secrets = _secrets(settings)
+    secrets = settings.secrets()
     providers: dict[str, Any] = {}
     for name, p in settings.providers.items():
         snap = health.snapshot(name)

@@ -46,17 +46,12 @@ def _scrub(resp: web.Response, request: web.Request) -> web.Response:
 
     Adapters build messages from parsed fields (never a raw upstream body), but those
     fields are the vendor's text; a configured key found in the envelope is masked."""
-    settings = request.app[SETTINGS]
     body = resp.body
     if not isinstance(body, bytes):
         return resp
-    for p in settings.providers.values():
-        key = p.api_key.get().encode() if p.api_key else b""
-        if len(key) >= 8 and key in body:
-            body = body.replace(key, b"[REDACTED]")
-    for k in settings.gateway_api_keys:
-        key = k.get().encode()
-        if len(key) >= 8 and key in body:
+    for secret in request.app[SETTINGS].secrets():
+        key = secret.encode()
+        if key in body:
             body = body.replace(key, b"[REDACTED]")
     if body is not resp.body:
         resp.body = body
