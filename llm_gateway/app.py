@@ -19,7 +19,7 @@ from .handlers.openapi import openapi_json
 from .handlers.gateway import add_routes as add_gateway_routes
 from .handlers.status import api_status
 from .ledger import install as install_ledger
-from .keys import ADAPTERS, CACHE, CATALOG, HEALTH, METRICS, RESOLVER, ROUTER, SESSION, SETTINGS
+from .keys import ADAPTERS, CACHE, CATALOG, HEALTH, METRICS, RESOLVER, ROUTER, SETTINGS, UPSTREAM_POOL
 from .metrics import Metrics
 from .budget import Budgets
 from .limits import limits_configured, setup_limits
@@ -31,7 +31,7 @@ from .routing.retry import RetryPolicy
 from .routing.router import Router
 from .settings import Settings
 from .tokens import warm_up
-from .upstream import HttpTransport, make_session
+from .upstream import HttpTransport, make_pool
 
 UI_DIR = Path(__file__).parent / "ui"
 
@@ -68,17 +68,16 @@ def create_app(
     # else the ranks (~130 MB) load on first use: only answers without vendor usage need them
 
     async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-        session = make_session(settings)
-        app[SESSION] = session
+        pool = app[UPSTREAM_POOL] = make_pool(settings)
         policy = RetryPolicy(settings, rand) if rand else RetryPolicy(settings)
         kw = {}
         if sleep:
             kw["sleep"] = sleep
         if clock:
             kw["clock"] = clock
-        app[ROUTER] = Router(settings, HttpTransport(session), health, policy, **kw)
+        app[ROUTER] = Router(settings, HttpTransport(pool), health, policy, **kw)
         yield
-        await session.close()
+        await pool.close()
 
     app.cleanup_ctx.append(upstream_ctx)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 
 from .context import RequestContext
@@ -21,11 +20,13 @@ if TYPE_CHECKING:
     from .routing.resolve import Resolver
     from .routing.router import Router
     from .settings import Settings
+    from .upstream import UpstreamPool
 
 SETTINGS = web.AppKey("settings", "Settings")
 CATALOG = web.AppKey("catalog", "Catalog")
 ADAPTERS = web.AppKey("adapters", "dict[str, Adapter]")
-SESSION = web.AppKey("session", aiohttp.ClientSession)
+#: keep-alive connections to the vendors, one pool per process (upstream.py)
+UPSTREAM_POOL = web.AppKey("upstream_pool", "UpstreamPool")
 RESOLVER = web.AppKey("resolver", "Resolver")
 ROUTER = web.AppKey("router", "Router")
 HEALTH = web.AppKey("health", "Health")

@@ -1,0 +1,361 @@
+"""The upstream client (upstream.py) against a scripted HTTP/1.1 server on loopback.
+
+Each test's server reads real requests off the socket and answers with the bytes the
+test gives it, so keep-alive, ``Connection: close``, chunked and gzip bodies, 1xx
+answers, broken streams, the connection cap and TLS are checked on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from llm_gateway import errors
+from llm_gateway.adapters.base import UpstreamRequest
+from llm_gateway.upstream import HttpTransport, UpstreamPool
+
+Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # -> keep the connection open?
+
+
+class Script:
+    """A loopback HTTP/1.1 server: parses each request, answers with ``reply``."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.connections = 0
+        self.requests: list[bytes] = []  # head + body, as received
+        self.writers: list[asyncio.StreamWriter] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self, tls: ssl.SSLContext | None = None) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        self.tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                if not await self.reply(head + body, writer):
+                    return
+        except asyncio.CancelledError:
+            return  # stop(): ends the handler quietly (3.11's start_server logs a cancelled one)
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+
+def ok(body: bytes = b'{"ok":true}', extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        len(body), extra, body)
+
+
+def answer(data: bytes, keep: bool = True) -> Reply:
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(data)
+        await w.drain()
+        return keep
+    return reply
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Awaitable[Script]]]:
+    started: list[Script] = []
+
+    async def start(reply: Reply, tls: ssl.SSLContext | None = None) -> Script:
+        s = Script(reply)
+        await s.start(tls)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        await s.stop()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[UpstreamPool]:
+    p = UpstreamPool(limit=10, connect_timeout=5)
+    yield p
+    await p.close()
+
+
+def req(port: int, body: bytes = b'{"q":1}', path: str = "/v1/chat/completions",
+        headers: dict[str, str] | None = None, host: str = "127.0.0.1", scheme: str = "http") -> UpstreamRequest:
+    return UpstreamRequest("POST", f"{scheme}://{host}:{port}{path}",
+                           headers or {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}, body)
+
+
+async def test_request_on_the_wire_and_keep_alive_reuse(serve, pool) -> None:
+    s = await serve(answer(ok()))
+    t = HttpTransport(pool)
+    for i in range(3):
+        r = await t.send(req(s.port, body=b'{"n":%d}' % i, path="/v1/chat/completions?x=1"), 5)
+        assert (r.status, r.body) == (200, b'{"ok":true}')
+        assert r.headers["Content-Type"] == "application/json"
+    assert s.connections == 1  # one keep-alive connection served all three
+    head, _, body = s.requests[2].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /v1/chat/completions?x=1 HTTP/1.1"
+    assert b"Host: 127.0.0.1:%d" % s.port in lines
+    assert b"Authorization: Bearer sk-test" in lines
+    assert b"Content-Length: 7" in lines and body == b'{"n":2}'
+    assert pool.open_connections == 1 and pool.idle_connections == 1
+
+
+async def test_connection_close_answer_is_not_reused(serve, pool) -> None:
+    s = await serve(answer(ok(extra=b"Connection: close\r\n"), keep=False))
+    t = HttpTransport(pool)
+    for _ in range(2):
+        assert (await t.send(req(s.port), 5)).status == 200
+    assert s.connections == 2
+    assert pool.open_connections == 0
+
+
+async def test_chunked_gzip_body_and_1xx_before_the_answer(serve, pool) -> None:
+    raw = b'{"choices":[{"message":{"content":"hi"}}]}'
+    z = gzip.compress(raw)
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (z[:10], z[10:])) + b"0\r\n\r\n"
+    s = await serve(answer(b"HTTP/1.1 100 Continue\r\n\r\n"
+                           b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked))
+    t = HttpTransport(pool)
+    r = await t.send(req(s.port), 5)
+    assert (r.status, r.body) == (200, raw)
+    assert (await t.send(req(s.port), 5)).body == raw  # and the connection was clean for the next one
+    assert s.connections == 1
+
+
+async def test_server_closing_an_idle_connection_gets_a_fresh_one(serve, pool) -> None:
+    s = await serve(answer(ok()))
+    t = HttpTransport(pool)
+    await t.send(req(s.port), 5)
+    (origin,) = pool._origins.values()
+    proto = origin.idle[0][0]
+    closed = proto.closed
+    s.writers[0].close()  # the vendor drops the idle keep-alive connection
+    await closed
+    assert (await t.send(req(s.port), 5)).status == 200
+    assert s.connections == 2 and pool.open_connections == 1
+
+
+async def test_idle_connections_expire_after_the_keepalive_time(serve) -> None:
+    now = [100.0]
+    pool = UpstreamPool(limit=10, connect_timeout=5, keepalive=15.0, clock=lambda: now[0])
+    try:
+        s = await serve(answer(ok()))
+        t = HttpTransport(pool)
+        await t.send(req(s.port), 5)
+        now[0] += 14.0
+        await t.send(req(s.port), 5)
+        assert s.connections == 1
+        now[0] += 15.0
+        await t.send(req(s.port), 5)
+        assert s.connections == 2 and pool.open_connections == 1
+        now[0] += 15.0
+        pool._sweep()  # the timer's job: nothing idle stays open past the keep-alive time
+        assert pool.open_connections == 0 and pool.idle_connections == 0
+    finally:
+        await pool.close()
+
+
+async def test_the_connection_cap_queues_requests_in_order(serve) -> None:
+    release = asyncio.Event()
+    order: list[bytes] = []
+
+    async def slow(request: bytes, w: asyncio.StreamWriter) -> bool:
+        order.append(request.rpartition(b"\r\n\r\n")[2])
+        if len(order) == 1:
+            await release.wait()
+        w.write(ok())
+        await w.drain()
+        return True
+
+    pool = UpstreamPool(limit=1, connect_timeout=5)
+    try:
+        s = await serve(slow)
+        t = HttpTransport(pool)
+        first = asyncio.create_task(t.send(req(s.port, body=b"1"), 5))
+        while not order:
+            await asyncio.sleep(0)  # until the first request is on the wire
+        rest = [asyncio.create_task(t.send(req(s.port, body=b"%d" % i), 5)) for i in (2, 3)]
+        await asyncio.sleep(0)
+        assert pool.open_connections == 1 and len(pool._waiters) == 2
+        release.set()
+        results = await asyncio.gather(first, *rest)
+        assert [r.status for r in results] == [200, 200, 200]
+        assert order == [b"1", b"2", b"3"] and s.connections == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_cancelled_waiter_gives_its_turn_away(serve) -> None:
+    gate = asyncio.Event()
+
+    async def slow(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        await gate.wait()
+        w.write(ok())
+        await w.drain()
+        return True
+
+    pool = UpstreamPool(limit=1, connect_timeout=5)
+    try:
+        s = await serve(slow)
+        t = HttpTransport(pool)
+        first = asyncio.create_task(t.send(req(s.port), 5))
+        while not s.requests:
+            await asyncio.sleep(0)
+        waiter = asyncio.create_task(t.send(req(s.port), 5))
+        third = asyncio.create_task(t.send(req(s.port), 5))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        gate.set()
+        assert (await first).status == 200 and (await third).status == 200
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert pool.open_connections == 1 and not pool._waiters
+    finally:
+        await pool.close()
+
+
+async def test_a_timeout_closes_the_connection(serve, pool) -> None:
+    hold = asyncio.Event()
+
+    async def never(_req: bytes, _w: asyncio.StreamWriter) -> bool:
+        await hold.wait()
+        return False
+
+    s = await serve(never)
+    with pytest.raises(errors.UpstreamTimeout, match="no answer within 0.05 s"):
+        await HttpTransport(pool).send(req(s.port), 0.05)
+    assert pool.open_connections == 0
+    hold.set()
+
+
+async def test_connect_failures_and_garbage_answers_are_retryable_errors(serve, pool) -> None:
+    t = HttpTransport(pool)
+    probe = await serve(answer(b""))
+    port = probe.port
+    await probe.stop()  # nothing listens there any more
+    with pytest.raises(errors.UpstreamUnavailable, match="could not connect"):
+        await t.send(req(port), 5)
+    s = await serve(answer(b"NOT HTTP AT ALL\r\n\r\n", keep=False))
+    with pytest.raises(errors.UpstreamUnavailable, match="the connection failed"):
+        await t.send(req(s.port), 5)
+    s2 = await serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cut", keep=False))
+    with pytest.raises(errors.UpstreamUnavailable):
+        await t.send(req(s2.port), 5)
+    assert pool.open_connections == 0
+
+
+async def test_streams_reuse_only_a_connection_read_to_its_end(serve, pool) -> None:
+    events = b"".join(b"data: {\"n\":%d}\n\n" % i for i in range(3)) + b"data: [DONE]\n\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    rest = asyncio.Event()
+
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(head + b"%x\r\n%s\r\n" % (len(events), events))
+        await w.drain()
+        if len(s.requests) == 2:
+            await rest.wait()  # the second stream's end is held back
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+        return True
+
+    s = await serve(reply)
+    t = HttpTransport(pool)
+    st = await t.open_stream(req(s.port), 5)
+    assert st.status == 200 and st.headers["Content-Type"] == "text/event-stream"
+    got = b"".join([c async for c in st.iter_chunks()])
+    st.close()
+    assert got == events and pool.idle_connections == 1
+    st = await t.open_stream(req(s.port), 5)  # the same connection; left before its end
+    async for _ in st.iter_chunks():
+        break
+    st.close()
+    assert s.connections == 1 and pool.open_connections == 0  # a half-read stream is never reused
+    rest.set()
+    assert (await t.send(req(s.port), 5)).status == 200  # a fresh connection
+    assert s.connections == 2
+
+
+async def test_a_stream_cut_by_the_vendor_is_an_upstream_error(serve, pool) -> None:
+    s = await serve(answer(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"f\r\ndata: {\"n\":0}\n\n\r\n", keep=False))
+    st = await HttpTransport(pool).open_stream(req(s.port), 5)
+    with pytest.raises(errors.UpstreamUnavailable, match="stream broke"):
+        async for _ in st.iter_chunks():
+            pass
+    st.close()
+    assert pool.open_connections == 0
+
+
+async def test_header_injection_is_refused_before_any_connection(serve, pool) -> None:
+    s = await serve(answer(ok()))
+    with pytest.raises(errors.BadRequest):
+        await HttpTransport(pool).send(req(s.port, headers={"X-Evil": "a\r\nHost: elsewhere"}), 5)
+    assert s.connections == 0
+
+
+async def test_https_with_sni_and_certificate_checks(serve, tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    s = await serve(answer(ok()), tls=server_tls)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    pool = UpstreamPool(limit=10, connect_timeout=5, tls=trusted)
+    untrusted = UpstreamPool(limit=10, connect_timeout=5)  # the system's CAs do not know this cert
+    try:
+        for _ in range(2):
+            r = await HttpTransport(pool).send(req(s.port, host="localhost", scheme="https"), 5)
+            assert (r.status, r.body) == (200, b'{"ok":true}')
+        assert b"Host: localhost:%d" % s.port in s.requests[0]
+        with pytest.raises(errors.UpstreamUnavailable, match="could not connect"):
+            await HttpTransport(untrusted).send(req(s.port, host="localhost", scheme="https"), 5)
+        assert untrusted.open_connections == 0
+    finally:
+        await pool.close()
+        await untrusted.close()
+
+
+async def test_a_closed_pool_refuses_and_closes_its_idle_connections(serve, pool) -> None:
+    s = await serve(answer(ok()))
+    t = HttpTransport(pool)
+    await t.send(req(s.port), 5)
+    await pool.close()
+    assert pool.open_connections == 0
+    with pytest.raises(errors.UpstreamUnavailable, match="shutting down"):
+        await t.send(req(s.port), 5)
