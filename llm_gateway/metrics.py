@@ -18,8 +18,8 @@ Label cardinality is bounded: ``route`` is the matched route pattern (or
 ``unmatched``), never the raw path; provider, model and tenant values are capped
 (``MAX_LABEL_VALUES`` distinct values each, then ``other``), since with no gateway keys a
 tenant is whatever a body says and ``provider/any-model`` is forwarded. No request ids
-or free text are labels. Label children are cached per label tuple, so a request costs
-a few dict lookups and additions.
+or free text are labels. A label child is a plain number found by one dict lookup (the
+lean types below), so a request's metrics cost a few additions.
 
 Tokens and cost count what upstream calls used: a cache hit adds its request, latency
 and cache counters, but no tokens and no cost (it cost nothing).
@@ -27,11 +27,16 @@ and cache counters, but no tokens and no cost (it cost nothing).
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.samples import Sample
 
 from .context import RequestContext
 
@@ -39,6 +44,140 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 MAX_LABEL_VALUES = 200
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+# Lean metric types. prometheus_client's own take a threading.Lock on every inc() and
+# observe(): eight of them per request cost ~30 CPU-us (bench/profile.py). Every update
+# here happens on the app's event loop thread, so a child is a plain number; the
+# registry reads them through a collector at scrape time and prometheus_client still
+# writes the exposition format (the same names, HELP, TYPE, _total/_bucket/_created).
+
+class _CounterChild:
+    __slots__ = ("value", "created")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class _GaugeChild:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+
+class _HistogramChild:
+    __slots__ = ("bounds", "counts", "sum", "created")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf only)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: a value equal to a bound is in it
+        self.sum += value
+
+
+class _Family:
+    kind = ""
+
+    def __init__(self, name: str, doc: str, labelnames: tuple[str, ...] | list[str] = (),
+                 buckets: tuple[float, ...] = (), registry: list[_Family] | None = None) -> None:
+        self.name = name
+        self.doc = doc
+        self.labelnames = tuple(labelnames)
+        self.buckets = tuple(buckets)
+        self.children: dict[tuple[str, ...], Any] = {}
+        if not self.labelnames:
+            self._unlabelled = self.labels()
+        if registry is not None:
+            registry.append(self)
+
+    def _new(self) -> Any:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> Any:
+        c = self.children.get(values)
+        if c is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: {len(self.labelnames)} label values expected")
+            c = self.children[values] = self._new()
+        return c
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._unlabelled.inc(amount)
+
+    def dec(self, amount: float = 1.0) -> None:
+        self._unlabelled.dec(amount)
+
+    def set(self, value: float) -> None:
+        self._unlabelled.set(value)
+
+    def collect(self) -> Metric:
+        raise NotImplementedError
+
+
+class Counter(_Family):
+    def _new(self) -> _CounterChild:
+        return _CounterChild()
+
+    def collect(self) -> Metric:
+        fam = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for values, c in list(self.children.items()):
+            fam.add_metric(values, c.value, created=c.created)
+        return fam
+
+
+class Gauge(_Family):
+    def _new(self) -> _GaugeChild:
+        return _GaugeChild()
+
+    def collect(self) -> Metric:
+        fam = GaugeMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for values, c in list(self.children.items()):
+            fam.add_metric(values, c.value)
+        return fam
+
+
+class Histogram(_Family):
+    def _new(self) -> _HistogramChild:
+        return _HistogramChild(self.buckets)
+
+    def collect(self) -> Metric:
+        fam = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        bounds = [*(repr(float(b)) for b in self.buckets), "+Inf"]
+        for values, c in list(self.children.items()):
+            acc, cumulative = 0, []
+            for le, n in zip(bounds, c.counts):
+                acc += n
+                cumulative.append((le, float(acc)))
+            fam.add_metric(values, cumulative, c.sum)
+            fam.samples.append(Sample(self.name + "_created", dict(zip(self.labelnames, values)), c.created))
+        return fam
+
+
+class _Collector:
+    def __init__(self, families: list[_Family]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for f in self.families:
+            yield f.collect()
 
 
 class _Capped:
@@ -70,7 +209,7 @@ def route_of(request: web.Request) -> str:
 
 class Metrics:
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
+        r: list[_Family] = []
         self.requests = Counter("llm_gateway_requests", "Requests by route, provider, model and HTTP status.",
                                 ["route", "provider", "model", "status"], registry=r)
         self.latency = Histogram("llm_gateway_request_duration_seconds",
@@ -107,16 +246,14 @@ class Metrics:
         self._providers = _Capped()
         self._models = _Capped()
         self._tenants = _Capped()
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(r))
         for result in ("hit", "miss", "bypass", "coalesced"):
             self.cache.labels(result)  # present at 0 from the start
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        k = (id(metric), *labels)
-        c = self._children.get(k)
-        if c is None:
-            c = self._children[k] = metric.labels(*labels)
-        return c
+    @staticmethod
+    def _child(metric: _Family, *labels: str) -> Any:
+        return metric.labels(*labels)
 
     # ------------------------------------------------------------------ per request
     def record(self, request: web.Request, ctx: RequestContext, status: int) -> None:
