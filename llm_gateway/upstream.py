@@ -55,6 +55,18 @@ _DEFAULT_HEADERS = (("User-Agent", "llm-gateway"), ("Accept", "*/*"), ("Accept-E
 _BAD_HEADER_CHARS = frozenset("\r\n\0")
 
 
+class _Handler(ResponseHandler):
+    """aiohttp's client protocol, minus a per-chunk cost: its StreamReader calls
+    ``resume_reading()`` after *every* read below the low-water mark, which re-enters the
+    parser with ``b""`` and resumes the transport even when nothing was paused (3 Python
+    calls per streamed chunk). Here that is done only when reading really was paused
+    (the buffer or a pending decompression), which is when it has something to do."""
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
+
+
 class _Origin:
     """One scheme://host:port: its idle connections and the bytes every request to it starts with."""
 
@@ -65,7 +77,7 @@ class _Origin:
         self.port = port
         self.ssl = tls
         self.server_hostname = host if tls is not None else None
-        self.idle: deque[tuple[ResponseHandler, float]] = deque()
+        self.idle: deque[tuple[_Handler, float]] = deque()
         default_port = 443 if scheme == "https" else 80
         hostport = f"[{host}]" if ":" in host else host
         if port != default_port:
@@ -120,7 +132,7 @@ class UpstreamPool:
         return self._tls
 
     # ------------------------------------------------------------------ connections
-    async def acquire(self, origin: _Origin) -> tuple[ResponseHandler, bool]:
+    async def acquire(self, origin: _Origin) -> tuple[_Handler, bool]:
         """A connection to ``origin`` and whether it was reused from the idle ones."""
         if self._closed:
             raise errors.UpstreamUnavailable("the gateway is shutting down")
@@ -152,7 +164,7 @@ class UpstreamPool:
                         pass
                 raise
 
-    def release(self, origin: _Origin, proto: ResponseHandler, reuse: bool) -> None:
+    def release(self, origin: _Origin, proto: _Handler, reuse: bool) -> None:
         if reuse and not self._closed and proto.is_connected() and not proto.should_close:
             origin.idle.append((proto, self.clock()))
             if self._sweeper is None:
@@ -162,7 +174,7 @@ class UpstreamPool:
             self._open -= 1
         self._wake()
 
-    def _take_idle(self, origin: _Origin) -> ResponseHandler | None:
+    def _take_idle(self, origin: _Origin) -> _Handler | None:
         idle = origin.idle
         now = self.clock()
         while idle:
@@ -207,11 +219,11 @@ class UpstreamPool:
             self._sweeper = asyncio.get_running_loop().call_later(self.keepalive, self._sweep)
         self._wake()
 
-    async def _connect(self, origin: _Origin) -> ResponseHandler:
+    async def _connect(self, origin: _Origin) -> _Handler:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
             _, proto = await loop.create_connection(  # connection_made sets TCP_NODELAY
-                lambda: ResponseHandler(loop), origin.host, origin.port,
+                lambda: _Handler(loop), origin.host, origin.port,
                 ssl=origin.ssl, server_hostname=origin.server_hostname)
         return proto
 
@@ -258,7 +270,7 @@ class _Exchange:
 
     __slots__ = ("pool", "origin", "proto", "payload", "done")
 
-    def __init__(self, pool: UpstreamPool, origin: _Origin, proto: ResponseHandler) -> None:
+    def __init__(self, pool: UpstreamPool, origin: _Origin, proto: _Handler) -> None:
         self.pool = pool
         self.origin = origin
         self.proto = proto
@@ -313,18 +325,19 @@ class HttpStream:
         self.status: int = message.code
         self.headers: Mapping[str, str] = message.headers
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        payload = self._ex.payload
-        assert payload is not None
+    async def next_chunk(self) -> bytes:
+        """The next piece as it arrived (one await, no async generator: this runs per chunk)."""
         try:
-            while True:
-                data = await payload.readany()
-                if not data:
-                    break
-                yield data
+            data = await self._ex.payload.readany()  # type: ignore[union-attr]
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, HttpProcessingError) as e:
             raise errors.UpstreamUnavailable(f"the upstream stream broke: {type(e).__name__}") from None
-        self._ex.finish()  # read to the end: the connection can serve the next request
+        if not data:
+            self._ex.finish()  # read to the end: the connection can serve the next request
+        return data
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        while data := await self.next_chunk():
+            yield data
 
     async def read(self) -> bytes:
         payload = self._ex.payload

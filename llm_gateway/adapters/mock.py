@@ -8,7 +8,7 @@ with no vendor key. Every answer says it is simulated.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -53,11 +53,14 @@ class _MockStream:
 
     def __init__(self, events: list[bytes]) -> None:
         self._events = events
+        self._next = 0
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        for ev in self._events:
-            await asyncio.sleep(0)
-            yield ev
+    async def next_chunk(self) -> bytes:
+        if self._next >= len(self._events):
+            return b""
+        await asyncio.sleep(0)  # one event per loop iteration, as a network would deliver them
+        self._next += 1
+        return self._events[self._next - 1]
 
     async def read(self) -> bytes:
         return b"".join(self._events)

@@ -77,7 +77,7 @@ class LiveStream:
         self.segments = [seg]
         self.remaining = remaining
         self.pending: list[Chunk] = []
-        self._it = seg.up.iter_chunks()
+        self._next = seg.up.next_chunk
         self.recovered = 0
         self._loop = asyncio.get_running_loop()
         self._deadline = 0.0
@@ -165,14 +165,7 @@ class LiveStream:
             self._task = asyncio.current_task()
         self._reader = self._task
         try:
-            data = await anext(self._it)
-        except StopAsyncIteration:
-            for ev in seg.parser.close():
-                self._event(ev)
-            tail = seg.translator.finish()
-            self.pending.extend(self._splice(tail) if seg.continuation else tail)
-            seg.ended = True
-            return False
+            data = await self._next()
         except asyncio.CancelledError:
             if not self._expired:
                 raise
@@ -185,6 +178,13 @@ class LiveStream:
             raise errors.UpstreamTimeout(what) from None
         finally:
             self._reader = None
+        if not data:
+            for ev in seg.parser.close():
+                self._event(ev)
+            tail = seg.translator.finish()
+            self.pending.extend(self._splice(tail) if seg.continuation else tail)
+            seg.ended = True
+            return False
         for ev in seg.parser.feed(data):
             self._event(ev)
         return True
@@ -300,7 +300,7 @@ class LiveStream:
     def _switch(self, seg: Segment) -> None:
         self.seg = seg
         self.segments.append(seg)
-        self._it = seg.up.iter_chunks()
+        self._next = seg.up.next_chunk
 
     def _splice(self, chunks: list[Chunk]) -> list[Chunk]:
         """Continuation chunks: no second role, the already-delivered prefix skipped."""

@@ -359,3 +359,32 @@ async def test_a_closed_pool_refuses_and_closes_its_idle_connections(serve, pool
     assert pool.open_connections == 0
     with pytest.raises(errors.UpstreamUnavailable, match="shutting down"):
         await t.send(req(s.port), 5)
+
+
+async def test_flow_control_pauses_and_resumes_a_large_stream(serve, pool) -> None:
+    piece = bytes(range(256)) * 64  # 16 KiB
+    n = 64  # 1 MiB in all: far above the reader's high-water mark
+
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(n):
+            w.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await w.drain()
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+        return True
+
+    s = await serve(reply)
+    st = await HttpTransport(pool).open_stream(req(s.port), 5)
+    proto = st._ex.proto
+    for _ in range(10_000):  # until the unread body makes the client stop reading
+        if proto._reading_paused:
+            break
+        await asyncio.sleep(0)
+    assert proto._reading_paused
+    got = bytearray()
+    while data := await st.next_chunk():
+        got += data
+    assert got == piece * n
+    assert pool.idle_connections == 1  # read to its end: reusable
+    assert (await HttpTransport(pool).send(req(s.port), 5)).status == 200
