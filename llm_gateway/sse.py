@@ -145,6 +145,39 @@ SSE_HEADERS = {
 
 class SSEResponse(web.StreamResponse):
     """A streaming response whose headers leave with its first chunk (one write, one
-    packet) instead of on their own: the first token reaches the client sooner."""
+    packet) instead of on their own: the first token reaches the client sooner.
+
+    Later chunks skip aiohttp's general-purpose write path (compression, length
+    clipping, body-size callbacks, three-part ``writelines``: four Python calls a chunk)
+    when none of it applies: the chunk is framed (HTTP/1.1 chunked) and handed to the
+    transport in one ``write``, and flow control still waits while the client's socket
+    is full. If aiohttp's writer does not look as expected, every write takes the
+    ordinary path."""
 
     _send_headers_immediately = False
+    _direct: Any = None  # aiohttp's StreamWriter, once the direct path is known to be safe
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        w = self._direct
+        if w is None:
+            await super().write(data)
+            self._direct = self._direct_writer()
+            return
+        transport = w.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        if data:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            w.output_size += len(data)
+            if w._protocol._paused:  # the client reads slower than we write: wait for it
+                await w.drain()
+
+    def _direct_writer(self) -> Any:
+        w = getattr(self, "_payload_writer", None)
+        try:
+            ok = (w is not None and w.chunked is True and w._compress is None and w.length is None
+                  and w._on_chunk_sent is None and w.on_body_write is None and w._headers_written
+                  and isinstance(w._protocol._paused, bool) and hasattr(w, "drain"))
+        except AttributeError:
+            return None
+        return w if ok else None

@@ -1,0 +1,69 @@
+"""A client that reads slowly: the gateway's direct SSE write path (sse.SSEResponse)
+must wait for it (flow control) and deliver every byte, correctly framed."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+
+import orjson
+import pytest
+from aiohttp.http_writer import StreamWriter
+
+from llm_gateway.sse import SSEResponse
+from tests.fakes.base import Fault
+
+
+def dechunk(raw: bytes) -> bytes:
+    out, pos = bytearray(), 0
+    while True:
+        nl = raw.index(b"\r\n", pos)
+        size = int(raw[pos:nl], 16)
+        if size == 0:
+            return bytes(out)
+        out += raw[nl + 2:nl + 2 + size]
+        assert raw[nl + 2 + size:nl + 4 + size] == b"\r\n"
+        pos = nl + 4 + size
+
+
+async def test_a_slow_reader_gets_the_whole_stream(gateway, vendor_env, fake_openai, monkeypatch) -> None:
+    waited = asyncio.Event()
+    real_drain = StreamWriter.drain
+
+    async def drain(self: StreamWriter) -> None:
+        caller = sys._getframe(1).f_locals.get("self")
+        if self._protocol._paused and isinstance(caller, SSEResponse):
+            waited.set()  # mid-stream, the client's socket was full: the gateway waits here
+        await real_drain(self)
+
+    monkeypatch.setattr(StreamWriter, "drain", drain)
+    words = [f"w{i:05d}" + "x" * 3994 for i in range(2000)]  # ~8 MB of answer in 2000 events
+    text = " ".join(words)
+    fake_openai.inject(Fault(text=text))
+    gw = await gateway({**vendor_env, "LOG_LEVEL": "info"})
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window: back-pressure soon
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (gw.server.host, gw.server.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
+    body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    await asyncio.wait_for(waited.wait(), 30)  # not reading: the gateway must hold, not buffer it all
+    raw = bytearray()
+    while not raw.endswith(b"\r\n0\r\n\r\n"):
+        data = await asyncio.wait_for(reader.read(2**16), 30)
+        if not data:
+            pytest.fail("the gateway closed the stream early")
+        raw += data
+    writer.close()
+    events = [e for e in dechunk(bytes(raw)).split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]"
+    got = "".join((orjson.loads(e[6:])["choices"][0]["delta"].get("content") or "")
+                  for e in events[:-1] if orjson.loads(e[6:])["choices"])
+    assert got == text
