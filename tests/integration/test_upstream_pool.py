@@ -388,3 +388,22 @@ async def test_flow_control_pauses_and_resumes_a_large_stream(serve, pool) -> No
     assert got == piece * n
     assert pool.idle_connections == 1  # read to its end: reusable
     assert (await HttpTransport(pool).send(req(s.port), 5)).status == 200
+
+
+async def test_a_caller_cancellation_stays_a_cancellation(serve, pool) -> None:
+    """The client went away: the deadline must not turn that into a retryable timeout."""
+    hold = asyncio.Event()
+
+    async def never(_req: bytes, _w: asyncio.StreamWriter) -> bool:
+        await hold.wait()
+        return False
+
+    s = await serve(never)
+    task = asyncio.create_task(HttpTransport(pool).send(req(s.port), 60))
+    while not s.requests:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.open_connections == 0  # the half-done exchange was closed, not pooled
+    hold.set()
