@@ -293,7 +293,7 @@ async def _exchange(pool: UpstreamPool, req: UpstreamRequest) -> tuple[_Exchange
     proto, _reused = await pool.acquire(origin)
     ex = _Exchange(pool, origin, proto)
     try:
-        proto.set_response_params(read_until_eof=False, auto_decompress=True, read_bufsize=_READ_BUFSIZE)
+        proto.set_response_params(read_until_eof=True, auto_decompress=True, read_bufsize=_READ_BUFSIZE)
         transport = proto.transport
         if transport is None:
             raise aiohttp.ServerDisconnectedError()

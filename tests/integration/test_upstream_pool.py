@@ -407,3 +407,12 @@ async def test_a_caller_cancellation_stays_a_cancellation(serve, pool) -> None:
         await task
     assert pool.open_connections == 0  # the half-done exchange was closed, not pooled
     hold.set()
+
+
+async def test_a_body_delimited_by_the_connection_close(serve, pool) -> None:
+    """No Content-Length, not chunked: the body runs to the end of the connection (RFC 9112 6.3)."""
+    s = await serve(answer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                           b'{"ok":"until eof"}', keep=False))
+    r = await HttpTransport(pool).send(req(s.port), 5)
+    assert (r.status, r.body) == (200, b'{"ok":"until eof"}')
+    assert pool.open_connections == 0
