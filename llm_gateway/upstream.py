@@ -49,8 +49,9 @@ from .settings import Settings
 #: keep theirs open for a minute or more, so an idle one is rarely closed under us
 KEEPALIVE_S = 15.0
 _READ_BUFSIZE = 2**16
-#: every request asks for these; ``Content-Length`` and ``Host`` are added per request
-_DEFAULT_HEADERS = (("User-Agent", "llm-gateway"), ("Accept", "*/*"), ("Accept-Encoding", "gzip, deflate"))
+#: sent unless the adapter set the same header; ``Host`` and ``Content-Length`` always
+_DEFAULT_HEADERS = (("user-agent", "User-Agent: llm-gateway\r\n"), ("accept", "Accept: */*\r\n"),
+                    ("accept-encoding", "Accept-Encoding: gzip, deflate\r\n"))
 _BAD_HEADER_CHARS = frozenset("\r\n\0")
 
 
@@ -69,7 +70,7 @@ class _Handler(ResponseHandler):
 class _Origin:
     """One scheme://host:port: its idle connections and the bytes every request to it starts with."""
 
-    __slots__ = ("host", "port", "ssl", "server_hostname", "idle", "headers_suffix")
+    __slots__ = ("host", "port", "ssl", "server_hostname", "idle", "host_line")
 
     def __init__(self, scheme: str, host: str, port: int, tls: ssl.SSLContext | None) -> None:
         self.host = host
@@ -81,7 +82,7 @@ class _Origin:
         hostport = f"[{host}]" if ":" in host else host
         if port != default_port:
             hostport = f"{hostport}:{port}"
-        self.headers_suffix = "".join(f"{k}: {v}\r\n" for k, v in (("Host", hostport), *_DEFAULT_HEADERS))
+        self.host_line = f"Host: {hostport}\r\n"
 
 
 class UpstreamPool:
@@ -254,12 +255,16 @@ def make_pool(settings: Settings) -> UpstreamPool:
 
 
 def _request_bytes(req: UpstreamRequest, origin: _Origin, path: str) -> bytes:
-    lines = [f"{req.method} {path} HTTP/1.1\r\n"]
+    lines = [f"{req.method} {path} HTTP/1.1\r\n", origin.host_line]
+    names = set()
     for k, v in req.headers.items():
         if not _BAD_HEADER_CHARS.isdisjoint(k) or not _BAD_HEADER_CHARS.isdisjoint(v):
             raise errors.BadRequest(f"a value for the upstream header {k!r} contains a line break")
         lines.append(f"{k}: {v}\r\n")
-    lines.append(origin.headers_suffix)
+        names.add(k.lower())
+    for name, line in _DEFAULT_HEADERS:
+        if name not in names:
+            lines.append(line)
     lines.append(f"Content-Length: {len(req.body)}\r\n\r\n")
     return "".join(lines).encode()
 

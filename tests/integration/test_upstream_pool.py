@@ -129,6 +129,15 @@ async def test_request_on_the_wire_and_keep_alive_reuse(serve, pool) -> None:
     assert b"Host: 127.0.0.1:%d" % s.port in lines
     assert b"Authorization: Bearer sk-test" in lines
     assert b"Content-Length: 7" in lines and body == b'{"n":2}'
+    assert b"User-Agent: llm-gateway" in lines and b"Accept: */*" in lines
+
+
+async def test_adapter_headers_replace_the_defaults(serve, pool) -> None:
+    s = await serve(answer(ok()))
+    await HttpTransport(pool).send(req(s.port, headers={"accept": "text/event-stream", "X-Key": "k"}), 5)
+    lines = s.requests[0].partition(b"\r\n\r\n")[0].split(b"\r\n")
+    assert [ln for ln in lines if ln.lower().startswith(b"accept:")] == [b"accept: text/event-stream"]
+    assert sum(ln.lower().startswith(b"host:") for ln in lines) == 1
     assert pool.open_connections == 1 and pool.idle_connections == 1
 
 
