@@ -196,24 +196,24 @@ async def test_idle_connections_expire_after_the_keepalive_time(serve) -> None:
         await pool.close()
 
 
-async def test_the_connection_cap_queues_requests_in_order(serve) -> None:
-    release = asyncio.Event()
-    order: list[bytes] = []
-
-    async def slow(request: bytes, w: asyncio.StreamWriter) -> bool:
-        order.append(request.rpartition(b"\r\n\r\n")[2])
-        if len(order) == 1:
-            await release.wait()
+def held(gate: asyncio.Event) -> Reply:
+    """Answers once ``gate`` is open (it stays open: later requests are answered at once)."""
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        await gate.wait()
         w.write(ok())
         await w.drain()
         return True
+    return reply
 
+
+async def test_the_connection_cap_queues_requests_in_order(serve) -> None:
+    release = asyncio.Event()
     pool = UpstreamPool(limit=1, connect_timeout=5)
     try:
-        s = await serve(slow)
+        s = await serve(held(release))
         t = HttpTransport(pool)
         first = asyncio.create_task(t.send(req(s.port, body=b"1"), 5))
-        while not order:
+        while not s.requests:
             await asyncio.sleep(0)  # until the first request is on the wire
         rest = [asyncio.create_task(t.send(req(s.port, body=b"%d" % i), 5)) for i in (2, 3)]
         await asyncio.sleep(0)
@@ -221,23 +221,17 @@ async def test_the_connection_cap_queues_requests_in_order(serve) -> None:
         release.set()
         results = await asyncio.gather(first, *rest)
         assert [r.status for r in results] == [200, 200, 200]
-        assert order == [b"1", b"2", b"3"] and s.connections == 1
+        assert [r.rpartition(b"\r\n\r\n")[2] for r in s.requests] == [b"1", b"2", b"3"]
+        assert s.connections == 1
     finally:
         await pool.close()
 
 
 async def test_a_cancelled_waiter_gives_its_turn_away(serve) -> None:
     gate = asyncio.Event()
-
-    async def slow(_req: bytes, w: asyncio.StreamWriter) -> bool:
-        await gate.wait()
-        w.write(ok())
-        await w.drain()
-        return True
-
     pool = UpstreamPool(limit=1, connect_timeout=5)
     try:
-        s = await serve(slow)
+        s = await serve(held(gate))
         t = HttpTransport(pool)
         first = asyncio.create_task(t.send(req(s.port), 5))
         while not s.requests:
