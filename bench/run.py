@@ -233,6 +233,7 @@ class Target:
     model: str
     pid: int | None = None
     results: dict[str, Any] = field(default_factory=dict)
+    extra_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -242,6 +243,7 @@ class Target:
         h = {"Content-Type": "application/json"}
         if self.key:
             h["Authorization"] = f"Bearer {self.key}"
+        h.update(self.extra_headers)
         return h
 
     def body(self, stream: bool = False) -> bytes:
@@ -544,6 +546,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-key", default=os.environ.get("PEER_API_KEY", "sk-bench-peer"),
                    help="API key sent to the peer (env PEER_API_KEY)")
     p.add_argument("--peer-model", default=MODEL, help="model name the peer routes to the fake upstream")
+    p.add_argument("--peer-header", action="append", default=[], metavar="NAME:VALUE",
+                   help="an extra header for the peer's requests (repeatable), e.g. Portkey's "
+                        "x-portkey-provider:openai; {upstream} in a value becomes the fake upstream's base URL")
     p.add_argument("--peer-pid", type=int, help="peer's root pid for CPU/memory (default: who listens on its port)")
     p.add_argument("--peer-wait", type=float, default=300.0, help="seconds to wait for the peer to answer")
     return p.parse_args(argv)
@@ -584,6 +589,9 @@ def run(args: argparse.Namespace) -> int:
         peer = None
         if args.peer_url:
             peer = Target(args.peer_name, args.peer_url.rstrip("/"), args.peer_key, args.peer_model)
+            for hv in args.peer_header:
+                name, _, value = hv.partition(":")
+                peer.extra_headers[name.strip()] = value.strip().replace("{upstream}", up.base)
             if not peer.base.endswith("/v1"):
                 peer.base += "/v1"
             print(f"fake upstream: {up.base}/v1  (OpenAI wire format, any API key, model {args.peer_model!r})")
