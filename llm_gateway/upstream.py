@@ -49,6 +49,10 @@ from .settings import Settings
 #: keep theirs open for a minute or more, so an idle one is rarely closed under us
 KEEPALIVE_S = 15.0
 _READ_BUFSIZE = 2**16
+#: a stream whose last event is in may wait this long for the end of its body (the
+#: chunked terminator often comes in a packet of its own), so its connection is reused
+#: instead of closed: with a real vendor that saves a TCP and TLS handshake next time
+LINGER_S = 1.0
 #: sent unless the adapter set the same header; ``Host`` and ``Content-Length`` always
 _DEFAULT_HEADERS = (("user-agent", "User-Agent: llm-gateway\r\n"), ("accept", "Accept: */*\r\n"),
                     ("accept-encoding", "Accept-Encoding: gzip, deflate\r\n"))
@@ -89,10 +93,11 @@ class UpstreamPool:
     """Keep-alive connections to the vendors, shared by every request of one process."""
 
     def __init__(self, limit: int, connect_timeout: float, keepalive: float = KEEPALIVE_S,
-                 clock: Any = time.monotonic, tls: ssl.SSLContext | None = None) -> None:
+                 clock: Any = time.monotonic, tls: ssl.SSLContext | None = None, linger: float = LINGER_S) -> None:
         self.limit = limit  # 0: no cap
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
+        self.linger = linger
         self.clock = clock
         self._origins: dict[tuple[str, str, int], _Origin] = {}
         self._targets: dict[str, tuple[_Origin, str]] = {}  # url -> (origin, request target)
@@ -281,14 +286,36 @@ class _Exchange:
         self.payload: StreamReader | None = None
         self.done = False
 
-    def finish(self) -> None:
-        """Back to the pool if the answer was read to its end, else closed."""
+    def finish(self, linger: bool = False) -> None:
+        """Back to the pool if the answer was read to its end, else closed. ``linger``: the
+        caller has all it needs; wait up to ``pool.linger`` for the body's end first."""
         if self.done:
             return
         self.done = True
         payload = self.payload
-        self.pool.release(self.origin, self.proto, reuse=payload is not None and payload.is_eof()
-                          and payload.exception() is None)
+        if payload is None or payload.exception() is not None:
+            self.pool.release(self.origin, self.proto, reuse=False)
+        elif payload.is_eof():
+            self.pool.release(self.origin, self.proto, reuse=True)
+        elif linger and self.proto.is_connected():
+            self._linger(payload)
+        else:
+            self.pool.release(self.origin, self.proto, reuse=False)
+
+    def _linger(self, payload: StreamReader) -> None:
+        released = False
+
+        def release(reuse: bool) -> None:
+            nonlocal released
+            if not released:
+                released = True
+                timer.cancel()
+                self.pool.release(self.origin, self.proto, reuse=reuse and payload.exception() is None)
+
+        # Whatever else arrives is not read: past the read buffer the transport pauses, the
+        # end never comes and the timer closes the connection.
+        timer = asyncio.get_running_loop().call_later(self.pool.linger, release, False)
+        payload.on_eof(lambda: release(True))
 
 
 async def _exchange(pool: UpstreamPool, req: UpstreamRequest) -> tuple[_Exchange, Any]:
@@ -354,8 +381,8 @@ class HttpStream:
         self._ex.finish()
         return data
 
-    def close(self) -> None:
-        self._ex.finish()
+    def close(self, complete: bool = False) -> None:
+        self._ex.finish(linger=complete)
 
 
 class _Deadline:

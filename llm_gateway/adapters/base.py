@@ -70,7 +70,12 @@ class UpstreamStream(Protocol):
         raises a ``GatewayError`` (UpstreamUnavailable)."""
         ...
     async def read(self) -> bytes: ...
-    def close(self) -> None: ...
+
+    def close(self, complete: bool = False) -> None:
+        """Let go of the response. ``complete``: its last event was read, only the end of
+        the body may be missing, so the connection may wait a moment for it and be
+        reused; otherwise it is closed now (which tells the vendor to stop generating)."""
+        ...
 
 
 class Transport(Protocol):

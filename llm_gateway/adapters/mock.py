@@ -65,7 +65,7 @@ class _MockStream:
     async def read(self) -> bytes:
         return b"".join(self._events)
 
-    def close(self) -> None:
+    def close(self, complete: bool = False) -> None:
         pass
 
 

@@ -64,7 +64,8 @@ class Segment:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.up.close()
+            # complete: the vendor's last event is in (its connection may still be reused)
+            self.up.close(complete=self.ended or self.translator.done)
 
 
 class LiveStream:

@@ -419,3 +419,84 @@ async def test_a_body_delimited_by_the_connection_close(serve, pool) -> None:
     r = await HttpTransport(pool).send(req(s.port), 5)
     assert (r.status, r.body) == (200, b'{"ok":"until eof"}')
     assert pool.open_connections == 0
+
+
+async def test_a_complete_stream_waits_for_its_terminator_and_keeps_the_connection(serve) -> None:
+    """[DONE] is in but the chunked body's end comes in a later packet: the connection
+    waits for it (LINGER_S) and is reused, instead of costing a new TCP+TLS handshake."""
+    end = asyncio.Event()
+    events = b"data: {\"n\":0}\n\ndata: [DONE]\n\n"
+
+    async def reply(request: bytes, w: asyncio.StreamWriter) -> bool:
+        if request.endswith(b"stream"):
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"%x\r\n%s\r\n" % (len(events), events))
+            await w.drain()
+            await end.wait()
+            w.write(b"0\r\n\r\n")
+        else:
+            w.write(ok())
+        await w.drain()
+        return True
+
+    pool = UpstreamPool(limit=10, connect_timeout=5)
+    try:
+        s = await serve(reply)
+        t = HttpTransport(pool)
+        st = await t.open_stream(req(s.port, body=b"stream"), 5)
+        assert await st.next_chunk() == events
+        st.close(complete=True)
+        assert pool.open_connections == 1 and pool.idle_connections == 0  # waiting for the end
+        proto = st._ex.proto
+        end.set()
+        for _ in range(10_000):
+            if pool.idle_connections:
+                break
+            await asyncio.sleep(0)
+        assert pool.idle_connections == 1 and proto.is_connected()
+        assert (await t.send(req(s.port), 5)).status == 200
+        assert s.connections == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_missing_terminator_closes_the_connection_after_the_linger(serve) -> None:
+    never = asyncio.Event()
+    events = b"data: [DONE]\n\n"
+
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(events), events))
+        await w.drain()
+        await never.wait()
+        return False
+
+    pool = UpstreamPool(limit=10, connect_timeout=5, linger=0.01)
+    try:
+        s = await serve(reply)
+        st = await HttpTransport(pool).open_stream(req(s.port), 5)
+        assert await st.next_chunk() == events
+        closed = st._ex.proto.closed
+        st.close(complete=True)
+        await asyncio.wait_for(closed, 5)  # the linger timer gave up on it
+        assert pool.open_connections == 0
+    finally:
+        never.set()
+        await pool.close()
+
+
+async def test_an_abandoned_stream_is_closed_at_once(serve, pool) -> None:
+    """The client left mid-answer: closing the connection is what stops the vendor generating."""
+    never = asyncio.Event()
+
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nf\r\ndata: {\"n\":0}\n\n\r\n")
+        await w.drain()
+        await never.wait()
+        return False
+
+    s = await serve(reply)
+    st = await HttpTransport(pool).open_stream(req(s.port), 5)
+    await st.next_chunk()
+    st.close()
+    assert pool.open_connections == 0
+    never.set()
