@@ -175,6 +175,18 @@ def _check_scalars(body: dict[str, Any]) -> None:
         raise _bad("metadata", "must be an object of string values.")
 
 
+#: numeric parameters: (lowest, highest or None, integer only)
+_NUMBERS: dict[str, tuple[float, float | None, bool]] = {
+    "temperature": (0, 2, False), "top_p": (0, 1, False), "n": (1, 128, True), "max_tokens": (1, None, True),
+    "max_completion_tokens": (1, None, True), "presence_penalty": (-2, 2, False),
+    "frequency_penalty": (-2, 2, False), "seed": (-(2**63), 2**63 - 1, True),
+}
+#: the fields _check_tools and _check_scalars look at: neither runs when none is present
+_TOOL_FIELDS = frozenset({"tools", "tool_choice", "response_format"})
+_SCALAR_FIELDS = frozenset({"parallel_tool_calls", "logprobs", "store", "user", "top_logprobs", "logit_bias",
+                            "metadata"})
+
+
 def parse_chat(raw: bytes) -> ChatRequest:
     body = parse_json(raw)
     if not isinstance(body, dict):
@@ -236,22 +248,20 @@ def parse_chat(raw: bytes) -> ChatRequest:
             raise errors.BadRequest("'stream_options' is only allowed when 'stream' is true.",
                                     param="stream_options", code="invalid_value")
         include_usage = bool(opts.get("include_usage"))
-    _num(body, "temperature", 0, 2)
-    _num(body, "top_p", 0, 1)
-    _num(body, "n", 1, 128, integer=True)
-    _num(body, "max_tokens", 1, None, integer=True)
-    _num(body, "max_completion_tokens", 1, None, integer=True)
-    _num(body, "presence_penalty", -2, 2)
-    _num(body, "frequency_penalty", -2, 2)
-    _num(body, "seed", -(2**63), 2**63 - 1, integer=True)
+    keys = body.keys()
+    if not keys.isdisjoint(_NUMBERS):  # only the fields present are checked (hot path)
+        for name, (lo, hi, integer) in _NUMBERS.items():
+            _num(body, name, lo, hi, integer)
     stop = body.get("stop")
     if stop is not None and not (isinstance(stop, str) or (
             isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
         raise errors.BadRequest("'stop' must be a string or an array of up to 4 strings.", param="stop",
                                 code="invalid_type")
 
-    _check_tools(body)
-    _check_scalars(body)
+    if not keys.isdisjoint(_TOOL_FIELDS):
+        _check_tools(body)
+    if not keys.isdisjoint(_SCALAR_FIELDS):
+        _check_scalars(body)
 
     fallbacks = body.pop("fallbacks", None)
     if fallbacks is not None and not (isinstance(fallbacks, list) and all(isinstance(f, str) for f in fallbacks)):
