@@ -251,51 +251,47 @@ class Metrics:
         for result in ("hit", "miss", "bypass", "coalesced"):
             self.cache.labels(result)  # present at 0 from the start
 
-    @staticmethod
-    def _child(metric: _Family, *labels: str) -> Any:
-        return metric.labels(*labels)
-
     # ------------------------------------------------------------------ per request
     def record(self, request: web.Request, ctx: RequestContext, status: int) -> None:
         route = route_of(request)
         provider = self._providers(ctx.provider or "")
         model = self._models(ctx.model or "")
-        self._child(self.requests, route, provider, model, str(status)).inc()
-        self._child(self.latency, route).observe(ctx.elapsed_ms() / 1000.0)
-        self._child(self.overhead, route).observe(ctx.overhead_ms() / 1000.0)
+        self.requests.labels(route, provider, model, str(status)).inc()
+        self.latency.labels(route).observe(ctx.elapsed_ms() / 1000.0)
+        self.overhead.labels(route).observe(ctx.overhead_ms() / 1000.0)
         if ctx.upstream_s > 0.0:
-            self._child(self.upstream, provider, model).observe(ctx.upstream_s)
+            self.upstream.labels(provider, model).observe(ctx.upstream_s)
         if ctx.first_token_s is not None:
-            self._child(self.ttft, provider, model).observe(ctx.first_token_s)
+            self.ttft.labels(provider, model).observe(ctx.first_token_s)
         if ctx.cache != "HIT" and ctx.provider:
             tenant = self._tenants(ctx.tenant or "default")
             u = ctx.usage
             if u:
                 pt, ct = u.get("prompt_tokens"), u.get("completion_tokens")
                 if pt:
-                    self._child(self.input_tokens, provider, model, tenant).inc(pt)
+                    self.input_tokens.labels(provider, model, tenant).inc(pt)
                 if ct:
-                    self._child(self.output_tokens, provider, model, tenant).inc(ct)
+                    self.output_tokens.labels(provider, model, tenant).inc(ct)
             if ctx.cost:
-                self._child(self.cost, provider, model, tenant).inc(float(ctx.cost))
+                self.cost.labels(provider, model, tenant).inc(float(ctx.cost))
 
     # ------------------------------------------------------------------ cache
     def cache_result(self, result: str) -> None:
-        self._child(self.cache, result).inc()
+        self.cache.labels(result).inc()
 
     def cache_backend_state(self, backend: str, up: bool) -> None:
         self.cache_up.labels(backend).set(1 if up else 0)
 
     # ------------------------------------------------------------------ router / health observer
     def retry(self, provider: str) -> None:
-        self._child(self.retries, self._providers(provider)).inc()
+        self.retries.labels(self._providers(provider)).inc()
 
     def fallback(self, provider: str) -> None:
-        self._child(self.fallbacks, self._providers(provider)).inc()
+        self.fallbacks.labels(self._providers(provider)).inc()
 
     def cooldown(self, target_key: str) -> None:
         """``target_key`` is ``provider/model`` (health's key)."""
-        self._child(self.cooldowns, self._providers(target_key.partition("/")[0])).inc()
+        self.cooldowns.labels(self._providers(target_key.partition("/")[0])).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
