@@ -11,6 +11,7 @@ Prompt and answer text are never stored.
 from __future__ import annotations
 
 import itertools
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,9 +81,29 @@ _ROW_PREFIX = uuid.uuid4().hex[:16] + "-"
 _ROW_SEQ = itertools.count(1)
 
 
+_iso_second: tuple[float, str] = (-1.0, "")
+
+
 def iso(ts: float) -> str:
-    """Fixed-width UTC ISO 8601 (sorts as text): 2025-06-01T12:00:00.000000Z."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC ISO 8601 (sorts as text): 2025-06-01T12:00:00.000000Z.
+
+    The same text as ``datetime.fromtimestamp(ts, UTC).strftime(...%f...)`` (the same
+    microsecond rounding), with the seconds part formatted once per second: the ledger
+    writes a timestamp per row (2.6 -> 0.6 us)."""
+    global _iso_second
+    frac, whole = math.modf(ts)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        whole += 1
+        us -= 1_000_000
+    elif us < 0:  # before 1970
+        whole -= 1
+        us += 1_000_000
+    sec, prefix = _iso_second
+    if sec != whole:
+        prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _iso_second = (whole, prefix)
+    return f"{prefix}.{us:06d}Z"
 
 
 @dataclass(slots=True, frozen=True)
