@@ -76,12 +76,13 @@ class GatewayFormatter(OrjsonFormatter):
         if sec != self._ts_sec:
             self._ts_sec = sec
             self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        data = {"timestamp": f"{self._ts_prefix}.{int((t - sec) * 1000):03d}Z",
+        base = {"timestamp": f"{self._ts_prefix}.{int((t - sec) * 1000):03d}Z",
                 "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower(),
                 "message": message, "request_id": request_id_var.get()}
-        for k, v in fields.items():
-            if k not in data:
-                data[k] = v
+        data = base.copy()
+        data.update(fields)
+        if len(data) != len(base) + len(fields):  # a field named like a base key: the base key wins
+            data.update(base)
         return self._redact(self.jsonify_log_record(data))
 
     def _redact(self, out: str) -> str:
