@@ -259,10 +259,19 @@ def make_pool(settings: Settings) -> UpstreamPool:
     return UpstreamPool(settings.upstream_connection_limit, settings.connect_timeout)
 
 
-def _request_bytes(req: UpstreamRequest, origin: _Origin, path: str) -> bytes:
-    lines = [f"{req.method} {path} HTTP/1.1\r\n", origin.host_line]
+#: header blocks already checked and formatted, by the adapter's headers: an adapter sends
+#: the same few header sets again and again (its key, its API version)
+_header_blocks: dict[tuple[tuple[str, str], ...], str] = {}
+
+
+def _header_block(headers: dict[str, str]) -> str:
+    key = tuple(headers.items())
+    block = _header_blocks.get(key)
+    if block is not None:
+        return block
+    lines = []
     names = set()
-    for k, v in req.headers.items():
+    for k, v in headers.items():
         if not _BAD_HEADER_CHARS.isdisjoint(k) or not _BAD_HEADER_CHARS.isdisjoint(v):
             raise errors.BadRequest(f"a value for the upstream header {k!r} contains a line break")
         lines.append(f"{k}: {v}\r\n")
@@ -270,8 +279,15 @@ def _request_bytes(req: UpstreamRequest, origin: _Origin, path: str) -> bytes:
     for name, line in _DEFAULT_HEADERS:
         if name not in names:
             lines.append(line)
-    lines.append(f"Content-Length: {len(req.body)}\r\n\r\n")
-    return "".join(lines).encode()
+    block = "".join(lines)
+    if len(_header_blocks) < 256:
+        _header_blocks[key] = block
+    return block
+
+
+def _request_bytes(req: UpstreamRequest, origin: _Origin, path: str) -> bytes:
+    return (f"{req.method} {path} HTTP/1.1\r\n{origin.host_line}{_header_block(req.headers)}"
+            f"Content-Length: {len(req.body)}\r\n\r\n").encode()
 
 
 class _Exchange:

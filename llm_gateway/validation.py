@@ -251,7 +251,8 @@ def parse_chat(raw: bytes) -> ChatRequest:
     keys = body.keys()
     if not keys.isdisjoint(_NUMBERS):  # only the fields present are checked (hot path)
         for name, (lo, hi, integer) in _NUMBERS.items():
-            _num(body, name, lo, hi, integer)
+            if name in body:
+                _num(body, name, lo, hi, integer)
     stop = body.get("stop")
     if stop is not None and not (isinstance(stop, str) or (
             isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):

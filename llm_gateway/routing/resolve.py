@@ -56,6 +56,9 @@ class Resolver:
         self.is_available = is_available or (lambda t: True)
         self.mock_only = settings.mock_only
         self._cache: dict[str, Target] = {}
+        #: the candidate chain per (model, task_type, fallbacks): it depends only on the
+        #: catalog and configuration, fixed for the app's life; availability is per request
+        self._chains: dict[tuple[str, str | None, tuple[str, ...] | None], list[Target]] = {}
 
     def configured(self, provider: str) -> bool:
         p = self.settings.providers.get(provider)
@@ -108,6 +111,18 @@ class Resolver:
 
     # ------------------------------------------------------------------ a whole chain
     def targets(self, model: str, task_type: str | None, fallbacks: list[str] | None) -> list[Target]:
+        key = (model, task_type, tuple(fallbacks) if fallbacks else None)
+        out = self._chains.get(key)
+        if out is None:
+            out = self._candidates(model, task_type, fallbacks)
+            if len(self._chains) < 4096:
+                self._chains[key] = out
+        # Targets cooling down after failures are skipped while another can serve; when
+        # all are cooling down they are tried anyway rather than refusing outright.
+        available = [t for t in out if self.is_available(t)]
+        return available or list(out)
+
+    def _candidates(self, model: str, task_type: str | None, fallbacks: list[str] | None) -> list[Target]:
         if task_type is not None and task_type not in TASK_TYPES:
             raise errors.BadRequest(
                 f"task_type must be one of {', '.join(TASK_TYPES)}", param="task_type"
@@ -146,10 +161,7 @@ class Resolver:
             raise errors.BadRequest(
                 "no configured provider can serve this request", param="model", code="provider_not_configured"
             )
-        # Targets cooling down after failures are skipped while another can serve; when
-        # all are cooling down they are tried anyway rather than refusing outright.
-        available = [t for t in out if self.is_available(t)]
-        return available or out
+        return out
 
     def _chain(self, primary: Target | None, task_type: str | None) -> list[str]:
         if primary is not None:
