@@ -29,12 +29,13 @@ the message names the kind of failure, never a URL with a secret or a header.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -57,6 +58,11 @@ LINGER_S = 1.0
 _DEFAULT_HEADERS = (("user-agent", "User-Agent: llm-gateway\r\n"), ("accept", "Accept: */*\r\n"),
                     ("accept-encoding", "Accept-Encoding: gzip, deflate\r\n"))
 _BAD_HEADER_CHARS = frozenset("\r\n\0")
+#: a request target keeps these as they are; anything else (spaces, controls, non-ASCII)
+#: is percent-encoded, so no URL can break the request line
+_TARGET_SAFE = "/%:@!$&'()*+,;=-._~?"
+#: resolved addresses are reused this long (aiohttp's connector default too)
+DNS_TTL_S = 300.0
 
 
 class _Handler(ResponseHandler):
@@ -74,7 +80,8 @@ class _Handler(ResponseHandler):
 class _Origin:
     """One scheme://host:port: its idle connections and the bytes every request to it starts with."""
 
-    __slots__ = ("host", "port", "ssl", "server_hostname", "idle", "host_line")
+    __slots__ = ("host", "port", "ssl", "server_hostname", "idle", "host_line", "addrs", "addrs_until",
+                 "resolving")
 
     def __init__(self, scheme: str, host: str, port: int, tls: ssl.SSLContext | None) -> None:
         self.host = host
@@ -87,6 +94,9 @@ class _Origin:
         if port != default_port:
             hostport = f"{hostport}:{port}"
         self.host_line = f"Host: {hostport}\r\n"
+        self.addrs: list[tuple[int, str]] = []  # (family, address) from the last lookup
+        self.addrs_until = 0.0
+        self.resolving: asyncio.Future[list[tuple[int, str]]] | None = None  # one lookup at a time
 
 
 class UpstreamPool:
@@ -106,6 +116,7 @@ class UpstreamPool:
         self._tls = tls  # None: the system's default context, made on the first https URL
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._lingering: set[_Exchange] = set()  # finished streams waiting for their body's end
 
     # ------------------------------------------------------------------ addressing
     def target(self, url: str) -> tuple[_Origin, str]:
@@ -126,7 +137,7 @@ class UpstreamPool:
         path = parts.path or "/"
         if parts.query:
             path = f"{path}?{parts.query}"
-        hit = (origin, path)
+        hit = (origin, quote(path, safe=_TARGET_SAFE))
         if len(self._targets) < 4096:  # adapters build a handful of distinct URLs
             self._targets[url] = hit
         return hit
@@ -227,16 +238,49 @@ class UpstreamPool:
     async def _connect(self, origin: _Origin) -> _Handler:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
-            _, proto = await loop.create_connection(  # connection_made sets TCP_NODELAY
-                lambda: _Handler(loop), origin.host, origin.port,
-                ssl=origin.ssl, server_hostname=origin.server_hostname)
-        return proto
+            addrs = await self._resolve(origin)
+            err: OSError | None = None
+            for family, addr in addrs:  # in the resolver's order, the next on a refusal
+                try:
+                    _, proto = await loop.create_connection(  # connection_made sets TCP_NODELAY
+                        lambda: _Handler(loop), addr, origin.port, family=family,
+                        ssl=origin.ssl, server_hostname=origin.server_hostname)
+                    return proto
+                except OSError as e:
+                    err = e
+            assert err is not None
+            raise err
+
+    async def _resolve(self, origin: _Origin) -> list[tuple[int, str]]:
+        """The origin's addresses, looked up once per DNS_TTL_S (concurrent connects share
+        one lookup) instead of once per new connection."""
+        if origin.addrs and self.clock() < origin.addrs_until:
+            return origin.addrs
+        fut = origin.resolving
+        if fut is None or fut.done():  # none yet, or a failed one: look up (again)
+            fut = origin.resolving = asyncio.ensure_future(self._lookup(origin))
+            fut.add_done_callback(_retrieve)
+        try:
+            return await asyncio.shield(fut)  # one caller's timeout must not cancel the others' lookup
+        finally:
+            if fut.done() and origin.resolving is fut:
+                origin.resolving = None
+
+    async def _lookup(self, origin: _Origin) -> list[tuple[int, str]]:
+        infos = await asyncio.get_running_loop().getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+        addrs = list(dict.fromkeys((fam, sa[0]) for fam, _, _, _, sa in infos))
+        if not addrs:
+            raise OSError(f"no address for {origin.host}")
+        origin.addrs, origin.addrs_until = addrs, self.clock() + DNS_TTL_S
+        return addrs
 
     async def close(self) -> None:
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for ex in list(self._lingering):
+            ex.abandon()
         for o in self._origins.values():
             while o.idle:
                 o.idle.popleft()[0].close()
@@ -253,6 +297,12 @@ class UpstreamPool:
     @property
     def idle_connections(self) -> int:
         return sum(len(o.idle) for o in self._origins.values())
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """A lookup whose every waiter left still had its error looked at (no asyncio warning)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def make_pool(settings: Settings) -> UpstreamPool:
@@ -293,7 +343,7 @@ def _request_bytes(req: UpstreamRequest, origin: _Origin, path: str) -> bytes:
 class _Exchange:
     """One request on one pooled connection; gives the connection back exactly once."""
 
-    __slots__ = ("pool", "origin", "proto", "payload", "done")
+    __slots__ = ("pool", "origin", "proto", "payload", "done", "abandon")
 
     def __init__(self, pool: UpstreamPool, origin: _Origin, proto: _Handler) -> None:
         self.pool = pool
@@ -301,6 +351,7 @@ class _Exchange:
         self.proto = proto
         self.payload: StreamReader | None = None
         self.done = False
+        self.abandon: Any = None  # while lingering: close the connection now (pool shutdown)
 
     def finish(self, linger: bool = False) -> None:
         """Back to the pool if the answer was read to its end, else closed. ``linger``: the
@@ -320,13 +371,18 @@ class _Exchange:
 
     def _linger(self, payload: StreamReader) -> None:
         released = False
+        lingering = self.pool._lingering
 
         def release(reuse: bool) -> None:
             nonlocal released
             if not released:
                 released = True
                 timer.cancel()
+                lingering.discard(self)
                 self.pool.release(self.origin, self.proto, reuse=reuse and payload.exception() is None)
+
+        self.abandon = lambda: release(False)  # type: ignore[method-assign]
+        lingering.add(self)
 
         # Whatever else arrives is not read: past the read buffer the transport pauses, the
         # end never comes and the timer closes the connection.

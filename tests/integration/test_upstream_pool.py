@@ -500,3 +500,48 @@ async def test_an_abandoned_stream_is_closed_at_once(serve, pool) -> None:
     st.close()
     assert pool.open_connections == 0
     never.set()
+
+
+async def test_one_dns_lookup_serves_every_new_connection(serve, pool, monkeypatch) -> None:
+    s = await serve(answer(ok(extra=b"Connection: close\r\n"), keep=False))  # a new connection each time
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    lookups: list[str] = []
+
+    async def counting(host: str, *a, **kw):
+        lookups.append(host)
+        return await real(host, *a, **kw)
+
+    monkeypatch.setattr(loop, "getaddrinfo", counting)
+    t = HttpTransport(pool)
+    await asyncio.gather(*(t.send(req(s.port, host="localhost"), 5) for _ in range(5)))  # concurrent
+    await t.send(req(s.port, host="localhost"), 5)
+    assert s.connections == 6 and lookups == ["localhost"]
+
+
+async def test_a_url_cannot_break_the_request_line(serve, pool) -> None:
+    s = await serve(answer(ok()))
+    await HttpTransport(pool).send(req(s.port, path="/v1/models/a b\r\nX: y/ü:generate?alt=sse"), 5)
+    # (urlsplit drops CR, LF and tab from URLs itself; the rest is percent-encoded)
+    assert s.requests[0].split(b"\r\n")[0] == b"POST /v1/models/a%20bX:%20y/%C3%BC:generate?alt=sse HTTP/1.1"
+
+
+async def test_closing_the_pool_closes_a_lingering_stream(serve) -> None:
+    never = asyncio.Event()
+    events = b"data: [DONE]\n\n"
+
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(events), events))
+        await w.drain()
+        await never.wait()
+        return False
+
+    pool = UpstreamPool(limit=10, connect_timeout=5, linger=60)
+    s = await serve(reply)
+    st = await HttpTransport(pool).open_stream(req(s.port), 5)
+    await st.next_chunk()
+    st.close(complete=True)
+    assert pool.open_connections == 1
+    await pool.close()  # shutdown does not wait a minute for the terminator
+    assert pool.open_connections == 0 and not st._ex.proto.is_connected()
+    never.set()
