@@ -7,9 +7,11 @@ import logging
 
 from aiohttp import web
 
+from ..context import RequestContext
 from ..cost import fmt_usd
 from ..keys import CTX, METRICS, REQUEST_END
 from ..logging import event, log
+from ..metrics import Metrics
 
 #: paths logged at debug level only (probes and scrapes would drown the real traffic)
 _QUIET = frozenset({"/healthz", "/metrics", "/favicon.ico"})
@@ -19,7 +21,6 @@ _QUIET = frozenset({"/healthz", "/metrics", "/favicon.ico"})
 async def access_log_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     ctx = request[CTX]
     quiet = request.path in _QUIET or not (request.path.startswith("/v1/") or request.path.startswith("/api/"))
-    level = logging.DEBUG if quiet else logging.INFO
     status = 500
     metrics = request.app.get(METRICS)
     if metrics is not None and not quiet:
@@ -33,6 +34,17 @@ async def access_log_middleware(request: web.Request, handler: web.Handler) -> w
         ctx.error_type = ctx.error_type or "client_disconnected"
         raise
     finally:
+        # Off the answer's critical path: aiohttp writes the response when this middleware
+        # returns, in the same step of the task; the lines, metrics and request-end hooks
+        # (ledger, budget settlement) follow as the loop's next callback, in a copy of this
+        # context (the request id). An in-process client sees the answer only after them:
+        # the loop runs callbacks in the order they were queued.
+        asyncio.get_running_loop().call_soon(_finished, request, ctx, status, quiet, metrics)
+
+
+def _finished(request: web.Request, ctx: RequestContext, status: int, quiet: bool, metrics: Metrics | None) -> None:
+    level = logging.DEBUG if quiet else logging.INFO
+    try:
         if not ctx.request_logged:
             event(level, "request", event="request", method=request.method, path=request.path,
                   model=ctx.model_asked, task_type=ctx.task_type, tenant=ctx.tenant, stream=ctx.stream)
@@ -47,8 +59,10 @@ async def access_log_middleware(request: web.Request, handler: web.Handler) -> w
             if not quiet:
                 metrics.in_flight.dec()
             metrics.record(request, ctx, status)
-        for hook in request.app.get(REQUEST_END, ()):  # spend ledger, budget settlement
-            try:
-                hook(request, ctx, status)
-            except Exception:  # a hook must never fail the request it reports on
-                log.exception("request-end hook failed", extra={"event": "error", "error_type": "internal_error"})
+    except Exception:  # the request is answered: a failure here is logged, never raised into the loop
+        log.exception("request-end logging failed", extra={"event": "error", "error_type": "internal_error"})
+    for hook in request.app.get(REQUEST_END, ()):  # spend ledger, budget settlement
+        try:
+            hook(request, ctx, status)
+        except Exception:  # a hook must never fail the request it reports on
+            log.exception("request-end hook failed", extra={"event": "error", "error_type": "internal_error"})
