@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -29,14 +30,15 @@ from ..validation import ChatRequest, parse_chat
 ANSWER_LOG_CHARS = 2000
 
 
-def log_request(request: web.Request, ctx: RequestContext, query: str | None = None) -> None:
+def log_request(request: web.Request, ctx: RequestContext, query: str | Callable[[], str] | None = None) -> None:
+    """``query``: the text, or a function that finds it (only called when it is logged)."""
     settings = request.app[SETTINGS]
     fields: dict[str, Any] = {
         "event": "request", "method": request.method, "path": request.path, "model": ctx.model_asked,
         "task_type": ctx.task_type, "tenant": ctx.tenant, "stream": ctx.stream,
     }
     if query is not None and (settings.log_queries or settings.log_level == "debug"):
-        fields["query"] = query[:2000]
+        fields["query"] = (query if isinstance(query, str) else query())[:2000]
     ctx.request_logged = True
     event(logging.INFO, "request", **fields)
 
@@ -82,7 +84,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     cr = parse_chat(await request.read())
     ctx.model_asked, ctx.task_type, ctx.stream = cr.model, cr.task_type, cr.stream
     ctx.endpoint = "/v1/chat/completions"  # recorded in the spend ledger when it ends
-    log_request(request, ctx, last_user_text(cr.body))
+    log_request(request, ctx, lambda: last_user_text(cr.body))
     targets = app[RESOLVER].targets(cr.model, cr.task_type, cr.fallbacks)
     log_route(app[RESOLVER], ctx, cr.model, cr.task_type, targets)
     cache = app[CACHE]
