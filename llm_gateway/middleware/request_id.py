@@ -32,6 +32,15 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def _forget_pool() -> None:
+    global _pool, _pos
+    _pool, _pos = b"", 0
+
+
+if hasattr(os, "register_at_fork"):  # a forked child must never hand out its parent's ids
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def usable_request_id(rid: str | None) -> bool:
     return bool(rid) and len(rid) <= _MAX_LEN and rid.isascii() and rid.isprintable()  # type: ignore[union-attr]
 

@@ -14,3 +14,23 @@ def test_new_request_ids_are_distinct_uuid4_strings() -> None:
         u = uuid.UUID(rid)
         assert str(u) == rid and u.version == 4 and u.variant == uuid.RFC_4122
         assert usable_request_id(rid)
+
+
+def test_a_forked_child_draws_its_own_ids() -> None:
+    import os
+
+    import pytest
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    new_request_id()  # the parent's pool now holds unused ids
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(w, new_request_id().encode())
+        os._exit(0)
+    os.close(w)
+    child_id = os.read(r, 64).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert child_id and child_id != new_request_id()
