@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,6 +80,18 @@ class LedgerRow:
 #: replicas sharing one database, without a uuid4() per request
 _ROW_PREFIX = uuid.uuid4().hex[:16] + "-"
 _ROW_SEQ = itertools.count(1)
+
+
+def _new_row_ids() -> None:
+    """A forked child gets a prefix of its own: with its parent's, its rows would carry
+    ids the parent also writes, and ``INSERT OR IGNORE`` would drop one of each pair."""
+    global _ROW_PREFIX, _ROW_SEQ
+    _ROW_PREFIX = uuid.uuid4().hex[:16] + "-"
+    _ROW_SEQ = itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_row_ids)
 
 
 _iso_second: tuple[float, str] = (-1.0, "")
