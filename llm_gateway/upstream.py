@@ -16,8 +16,8 @@ built from a per-origin prefix and written with one system call, and the respons
 read straight off the protocol: the same parser, a third of the cost.
 
 The pool keeps idle keep-alive connections per origin (scheme, host, port) for
-``KEEPALIVE_S``, caps the total at ``UPSTREAM_CONNECTION_LIMIT`` (waiters are served in
-order), connects within ``CONNECT_TIMEOUT`` (TLS with the system's default context and
+``KEEPALIVE_S``, caps the total at ``Settings.upstream_connection_limit`` (waiters are served in
+order), connects within ``Settings.connect_timeout`` (TLS with the system's default context and
 SNI), and never reuses a connection whose answer was not read to its end, that asked to
 be closed, or that broke. A request is never resent by the pool on its own: after its
 bytes are written, a failure is the router's to retry (it knows the vendor's rules).
