@@ -33,7 +33,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -148,18 +148,18 @@ class UpstreamPool:
         return self._tls
 
     # ------------------------------------------------------------------ connections
-    async def acquire(self, origin: _Origin) -> tuple[_Handler, bool]:
-        """A connection to ``origin`` and whether it was reused from the idle ones."""
+    async def acquire(self, origin: _Origin) -> _Handler:
+        """A connection to ``origin``: the most recently idle one, else a new one."""
         if self._closed:
             raise errors.UpstreamUnavailable("the gateway is shutting down")
         while True:
             proto = self._take_idle(origin)
             if proto is not None:
-                return proto, True
+                return proto
             if not self.limit or self._open < self.limit:
                 self._open += 1
                 try:
-                    return await self._connect(origin), False
+                    return await self._connect(origin)
                 except BaseException:
                     self._open -= 1
                     self._wake()
@@ -394,7 +394,7 @@ async def _exchange(pool: UpstreamPool, req: UpstreamRequest) -> tuple[_Exchange
     """Write the request and wait for the response head: (exchange, RawResponseMessage)."""
     origin, path = pool.target(req.url)
     head = _request_bytes(req, origin, path)
-    proto, _reused = await pool.acquire(origin)
+    proto = await pool.acquire(origin)
     ex = _Exchange(pool, origin, proto)
     try:
         proto.set_response_params(read_until_eof=True, auto_decompress=True, read_bufsize=_READ_BUFSIZE)
@@ -437,10 +437,6 @@ class HttpStream:
         if not data:
             self._ex.finish()  # read to the end: the connection can serve the next request
         return data
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        while data := await self.next_chunk():
-            yield data
 
     async def read(self) -> bytes:
         payload = self._ex.payload

@@ -196,6 +196,23 @@ async def test_idle_connections_expire_after_the_keepalive_time(serve) -> None:
         await pool.close()
 
 
+async def read_all(st) -> list[bytes]:
+    chunks = []
+    while data := await st.next_chunk():
+        chunks.append(data)
+    return chunks
+
+
+def hangs_after(data: bytes, gate: asyncio.Event) -> Reply:
+    """Writes ``data`` (a head and part of a body), then says nothing until ``gate`` opens."""
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(data)
+        await w.drain()
+        await gate.wait()
+        return False
+    return reply
+
+
 def held(gate: asyncio.Event) -> Reply:
     """Answers once ``gate`` is open (it stays open: later requests are answered at once)."""
     async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
@@ -251,12 +268,7 @@ async def test_a_cancelled_waiter_gives_its_turn_away(serve) -> None:
 
 async def test_a_timeout_closes_the_connection(serve, pool) -> None:
     hold = asyncio.Event()
-
-    async def never(_req: bytes, _w: asyncio.StreamWriter) -> bool:
-        await hold.wait()
-        return False
-
-    s = await serve(never)
+    s = await serve(hangs_after(b"", hold))
     with pytest.raises(errors.UpstreamTimeout, match="no answer within 0.05 s"):
         await HttpTransport(pool).send(req(s.port), 0.05)
     assert pool.open_connections == 0
@@ -297,12 +309,11 @@ async def test_streams_reuse_only_a_connection_read_to_its_end(serve, pool) -> N
     t = HttpTransport(pool)
     st = await t.open_stream(req(s.port), 5)
     assert st.status == 200 and st.headers["Content-Type"] == "text/event-stream"
-    got = b"".join([c async for c in st.iter_chunks()])
+    got = b"".join(await read_all(st))
     st.close()
     assert got == events and pool.idle_connections == 1
     st = await t.open_stream(req(s.port), 5)  # the same connection; left before its end
-    async for _ in st.iter_chunks():
-        break
+    await st.next_chunk()
     st.close()
     assert s.connections == 1 and pool.open_connections == 0  # a half-read stream is never reused
     rest.set()
@@ -315,8 +326,7 @@ async def test_a_stream_cut_by_the_vendor_is_an_upstream_error(serve, pool) -> N
                            b"f\r\ndata: {\"n\":0}\n\n\r\n", keep=False))
     st = await HttpTransport(pool).open_stream(req(s.port), 5)
     with pytest.raises(errors.UpstreamUnavailable, match="stream broke"):
-        async for _ in st.iter_chunks():
-            pass
+        await read_all(st)
     st.close()
     assert pool.open_connections == 0
 
@@ -396,12 +406,7 @@ async def test_flow_control_pauses_and_resumes_a_large_stream(serve, pool) -> No
 async def test_a_caller_cancellation_stays_a_cancellation(serve, pool) -> None:
     """The client went away: the deadline must not turn that into a retryable timeout."""
     hold = asyncio.Event()
-
-    async def never(_req: bytes, _w: asyncio.StreamWriter) -> bool:
-        await hold.wait()
-        return False
-
-    s = await serve(never)
+    s = await serve(hangs_after(b"", hold))
     task = asyncio.create_task(HttpTransport(pool).send(req(s.port), 60))
     while not s.requests:
         await asyncio.sleep(0)
@@ -463,12 +468,8 @@ async def test_a_complete_stream_waits_for_its_terminator_and_keeps_the_connecti
 async def test_a_missing_terminator_closes_the_connection_after_the_linger(serve) -> None:
     never = asyncio.Event()
     events = b"data: [DONE]\n\n"
-
-    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(events), events))
-        await w.drain()
-        await never.wait()
-        return False
+    reply = hangs_after(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(events), events),
+                        never)
 
     pool = UpstreamPool(limit=10, connect_timeout=5, linger=0.01)
     try:
@@ -487,14 +488,7 @@ async def test_a_missing_terminator_closes_the_connection_after_the_linger(serve
 async def test_an_abandoned_stream_is_closed_at_once(serve, pool) -> None:
     """The client left mid-answer: closing the connection is what stops the vendor generating."""
     never = asyncio.Event()
-
-    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nf\r\ndata: {\"n\":0}\n\n\r\n")
-        await w.drain()
-        await never.wait()
-        return False
-
-    s = await serve(reply)
+    s = await serve(hangs_after(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nf\r\ndata: {\"n\":0}\n\n\r\n", never))
     st = await HttpTransport(pool).open_stream(req(s.port), 5)
     await st.next_chunk()
     st.close()
@@ -529,12 +523,8 @@ async def test_a_url_cannot_break_the_request_line(serve, pool) -> None:
 async def test_closing_the_pool_closes_a_lingering_stream(serve) -> None:
     never = asyncio.Event()
     events = b"data: [DONE]\n\n"
-
-    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(events), events))
-        await w.drain()
-        await never.wait()
-        return False
+    reply = hangs_after(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(events), events),
+                        never)
 
     pool = UpstreamPool(limit=10, connect_timeout=5, linger=60)
     s = await serve(reply)
