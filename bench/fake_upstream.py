@@ -32,6 +32,7 @@ import sys
 from typing import Any
 
 import orjson
+from loadgen import framing  # bench/ is on sys.path: this file runs as a script
 
 CONFIG: dict[str, float] = {"latency_ms": 0.0, "jitter_ms": 0.0, "chunks": 100, "interval_ms": 5.0}
 STATS = {"requests": 0, "streams": 0}
@@ -127,16 +128,7 @@ class HttpConn(asyncio.Protocol):
                 self.t.write(_error(400, "bad request line"))  # type: ignore[union-attr]
                 self.t.close()  # type: ignore[union-attr]
                 return
-            length, chunked, close = 0, False, False
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name == b"content-length":
-                    length = int(value)
-                elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                    chunked = True
-                elif name == b"connection" and value.strip().lower() == b"close":
-                    close = True
+            length, chunked, close = framing(lines[1:])
             start = end + 4
             if chunked:
                 got = self._dechunk(start)

@@ -118,11 +118,11 @@ def _request_bytes(url: str, body: bytes, headers: dict[str, str]) -> tuple[str,
     return host, port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
+def framing(header_lines: list[bytes]) -> tuple[int, bool, bool]:
+    """(Content-Length, chunked, Connection: close) from HTTP/1.1 header lines; the fake
+    upstream parses requests with it too."""
     length, chunked, close = 0, False, False
-    for line in head.split(b"\r\n")[1:]:
+    for line in header_lines:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"content-length":
@@ -131,6 +131,13 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes
             chunked = True
         elif name == b"connection" and value.strip().lower() == b"close":
             close = True
+    return length, chunked, close
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length, chunked, close = framing(head.split(b"\r\n")[1:])
     if not chunked:
         return status, close, await reader.readexactly(length)
     body = bytearray()
