@@ -158,19 +158,37 @@ class SSEResponse(web.StreamResponse):
     _direct: Any = None  # aiohttp's StreamWriter, once the direct path is known to be safe
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        w = self._direct
-        if w is None:
+        if self._direct is None:
             await super().write(data)
             self._direct = self._direct_writer()
-            return
+        elif not self.write_nowait(data):
+            await self._direct.drain()  # the client reads slower than we write: wait for it
+
+    @property
+    def nowait(self) -> bool:
+        """``write_nowait`` can be used: the first write went out and the direct path is safe."""
+        return self._direct is not None
+
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> bool:
+        """Write now (only once ``nowait``); False when the client's buffer is full and
+        ``drain()`` should be awaited before writing more."""
+        w = self._direct
         transport = w.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
         if data:
             transport.write(b"%x\r\n%b\r\n" % (len(data), data))
             w.output_size += len(data)
-            if w._protocol._paused:  # the client reads slower than we write: wait for it
-                await w.drain()
+        return not w._protocol._paused
+
+    def ready(self) -> bool:
+        w = self._direct
+        return w is None or not w._protocol._paused
+
+    async def drain(self) -> None:
+        w = self._direct
+        if w is not None and w._protocol._paused:
+            await w.drain()
 
     def _direct_writer(self) -> Any:
         w = getattr(self, "_payload_writer", None)

@@ -33,7 +33,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -72,9 +72,62 @@ class _Handler(ResponseHandler):
     calls per streamed chunk). Here that is done only when reading really was paused
     (the buffer or a pending decompression), which is when it has something to do."""
 
+    #: push mode (:meth:`HttpStream.push`): body pieces go to ``push_data`` as they are
+    #: parsed, ``push_wake`` is told of the body's end or failure
+    push_data: Callable[[bytes], None] | None = None
+    push_wake: Callable[[], None] | None = None
+
     def resume_reading(self, resume_parser: bool = True) -> None:
         if self._reading_paused or self._buffer_paused:
             super().resume_reading(resume_parser)
+
+
+class _PushReader(StreamReader):
+    """The body reader of a streamed answer, able to hand pieces on as they arrive.
+
+    aiohttp's parser feeds a ``StreamReader`` and a task awaits ``readany()``: a future,
+    a wake-up and a task step per streamed chunk, most of what a chunk costs. In push
+    mode (the protocol's ``push_data`` set, nothing buffered) each piece goes straight
+    to ``push_data`` inside ``data_received``, and the reading task sleeps until the
+    end, a failure or its consumer needs it (``HttpStream.push``). Otherwise it is
+    aiohttp's reader, unchanged. The same object layout (no new slots): a parsed
+    body's reader is switched to this class in place.
+
+    HTTP chunk boundaries are not tracked (``readchunk``/``iter_chunks`` are not used
+    on these bodies; ``readany`` and ``read`` are)."""
+
+    __slots__ = ()
+
+    def feed_data(self, data: bytes, size: int = 0) -> bool:
+        push = self._protocol.push_data  # type: ignore[attr-defined]
+        if push is None:
+            return StreamReader.feed_data(self, data)
+        if self._buffer:  # never while pushing (push() refuses then); order first, just in case
+            StreamReader.feed_data(self, data)
+            self._protocol.push_wake()  # type: ignore[attr-defined]
+            return False
+        if data:
+            self.total_bytes += len(data)
+            push(data)
+        return False
+
+    def begin_http_chunk_receiving(self) -> None:
+        pass
+
+    def end_http_chunk_receiving(self) -> None:
+        pass
+
+    def feed_eof(self) -> None:
+        StreamReader.feed_eof(self)
+        wake = self._protocol.push_wake  # type: ignore[attr-defined]
+        if wake is not None:
+            wake()
+
+    def set_exception(self, *args: Any, **kwargs: Any) -> None:
+        StreamReader.set_exception(self, *args, **kwargs)
+        wake = self._protocol.push_wake  # type: ignore[attr-defined]
+        if wake is not None:
+            wake()
 
 
 class _Origin:
@@ -359,6 +412,8 @@ class _Exchange:
         if self.done:
             return
         self.done = True
+        proto = self.proto
+        proto.push_data = proto.push_wake = None
         payload = self.payload
         if payload is None or payload.exception() is not None:
             self.pool.release(self.origin, self.proto, reuse=False)
@@ -427,6 +482,28 @@ class HttpStream:
         self._ex = ex
         self.status: int = message.code
         self.headers: Mapping[str, str] = message.headers
+        payload = ex.payload
+        if type(payload) is StreamReader:
+            payload.__class__ = _PushReader  # same layout: push mode becomes possible
+
+    def push(self, on_data: Callable[[bytes], None], on_wake: Callable[[], None]) -> bool:
+        """Push mode: from now on each body piece is passed to ``on_data`` as it is parsed
+        (inside the protocol's ``data_received``: it must not raise), and ``on_wake`` is
+        called at the body's end or on a failure, both found by ``next_chunk`` afterwards.
+        False (nothing changed) when pieces are already waiting to be read, the body has
+        ended or broken, or this answer's reader cannot push (``next_chunk`` then)."""
+        payload = self._ex.payload
+        if (type(payload) is not _PushReader or payload._buffer or payload._eof
+                or payload._exception is not None or self._ex.done):
+            return False
+        proto = self._ex.proto
+        proto.push_data, proto.push_wake = on_data, on_wake
+        return True
+
+    def unpush(self) -> None:
+        """Back to pull mode: pieces wait in the reader for ``next_chunk`` again."""
+        proto = self._ex.proto
+        proto.push_data = proto.push_wake = None
 
     async def next_chunk(self) -> bytes:
         """The next piece as it arrived (one await, no async generator: this runs per chunk)."""
@@ -450,6 +527,7 @@ class HttpStream:
         return data
 
     def close(self, complete: bool = False) -> None:
+        self.unpush()
         self._ex.finish(linger=complete)
 
 

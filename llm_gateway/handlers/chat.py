@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import aclosing
 from collections.abc import Callable
 from typing import Any
 
@@ -142,12 +141,7 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
         live.close()
         raise
     try:
-        async with aclosing(live.batches()) as batches:
-            async for batch in batches:
-                if recorder is not None:
-                    for chunk in batch:
-                        recorder.feed(chunk)
-                await resp.write(frame(batch[0]) if len(batch) == 1 else b"".join(map(frame, batch)))
+        await live.pump(_Client(resp, recorder))
     except errors.GatewayError as e:
         # After the first byte nothing is retried: end with an error event, no [DONE].
         ctx.error_type = e.error_type
@@ -180,6 +174,39 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     await resp.write(DONE)
     log_answer(ctx, live.delivered_text())
     return resp
+
+
+class _Client:
+    """The SSE response as ``LiveStream.pump`` writes to it: batches framed, recorded
+    for the cache when there is one, and written in one piece each."""
+
+    __slots__ = ("resp", "recorder")
+
+    def __init__(self, resp: SSEResponse, recorder: StreamRecorder | None) -> None:
+        self.resp = resp
+        self.recorder = recorder
+
+    @property
+    def nowait(self) -> bool:
+        return self.resp.nowait
+
+    def _bytes(self, batch: list[Any]) -> bytes:
+        if self.recorder is not None:
+            for chunk in batch:
+                self.recorder.feed(chunk)
+        return frame(batch[0]) if len(batch) == 1 else b"".join(map(frame, batch))
+
+    async def write(self, batch: list[Any]) -> None:
+        await self.resp.write(self._bytes(batch))
+
+    def write_nowait(self, batch: list[Any]) -> bool:
+        return self.resp.write_nowait(self._bytes(batch))
+
+    def ready(self) -> bool:
+        return self.resp.ready()
+
+    async def drain(self) -> None:
+        await self.resp.drain()
 
 
 async def serve_cached(request: web.Request, ctx: RequestContext, answer: dict[str, Any], stream: bool,

@@ -23,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -68,6 +67,25 @@ class Segment:
             self.up.close(complete=self.ended or self.translator.done)
 
 
+class ClientWriter(Protocol):
+    """Where a stream's chunks go (the handler's SSE response)."""
+
+    #: ``write_nowait`` may be used (the response is under way on a plain transport)
+    nowait: bool
+
+    async def write(self, batch: list[Chunk]) -> None: ...
+
+    def write_nowait(self, batch: list[Chunk]) -> bool:
+        """Write now, without waiting; False when the client's buffer is full (``drain``)."""
+        ...
+
+    def ready(self) -> bool:
+        """The client's buffer has room (no ``drain`` needed)."""
+        ...
+
+    async def drain(self) -> None: ...
+
+
 class LiveStream:
     """The client's one stream, made of one or more upstream segments."""
 
@@ -79,6 +97,11 @@ class LiveStream:
         self.remaining = remaining
         self.pending: list[Chunk] = []
         self._next = seg.up.next_chunk
+        self._push = getattr(seg.up, "push", None)  # None: this stream is read by the task only
+        self._client: ClientWriter | None = None
+        self._woken: asyncio.Future[None] | None = None
+        self._push_error: Exception | None = None
+        self._idle = 0.0
         self.recovered = 0
         self._loop = asyncio.get_running_loop()
         self._deadline = 0.0
@@ -149,12 +172,10 @@ class LiveStream:
         if self.seg.ended:
             self._check_complete()
 
-    async def _read(self, timeout: float, first: bool = False) -> bool:
-        """Read one network piece into ``pending``. False at the end of the body.
-
-        The time limit is one watchdog timer per stream (``_watch``), moved only when it
-        would fire too early or too late, not an ``asyncio.timeout`` per chunk."""
-        seg = self.seg
+    def _arm(self, timeout: float) -> None:
+        """Start a wait of at most ``timeout``: one watchdog timer per stream (``_watch``),
+        moved only when it would fire too early or too late, not an ``asyncio.timeout``
+        per chunk."""
         loop = self._loop
         self._deadline = loop.time() + timeout
         w = self._watch
@@ -165,18 +186,26 @@ class LiveStream:
         if self._task is None:
             self._task = asyncio.current_task()
         self._reader = self._task
+
+    def _timed_out(self, first: bool) -> errors.UpstreamTimeout:
+        self._expired = False
+        if self._reader is not None:
+            self._reader.uncancel()
+        s = self.router.settings
+        what = (f"no first token within {s.stream_first_token_timeout:g} s" if first
+                else f"the stream stalled for {s.stream_idle_timeout:g} s")
+        return errors.UpstreamTimeout(what)
+
+    async def _read(self, timeout: float, first: bool = False) -> bool:
+        """Read one network piece into ``pending``. False at the end of the body."""
+        seg = self.seg
+        self._arm(timeout)
         try:
             data = await self._next()
         except asyncio.CancelledError:
             if not self._expired:
                 raise
-            self._expired = False
-            if self._reader is not None:
-                self._reader.uncancel()
-            s = self.router.settings
-            what = (f"no first token within {s.stream_first_token_timeout:g} s" if first
-                    else f"the stream stalled for {s.stream_idle_timeout:g} s")
-            raise errors.UpstreamTimeout(what) from None
+            raise self._timed_out(first) from None
         finally:
             self._reader = None
         if not data:
@@ -189,6 +218,65 @@ class LiveStream:
         for ev in seg.parser.feed(data):
             self._event(ev)
         return True
+
+    # ------------------------------------------------------------------ push mode
+    async def _pushed(self, client: ClientWriter, timeout: float) -> bool:
+        """Let the upstream connection hand chunks straight to the client (``_on_data``,
+        called inside the upstream protocol's ``data_received``) until the stream ends,
+        fails, stalls or the client's buffer fills up. False: push mode was not possible
+        now (pieces are waiting, or the stream cannot push): ``_read`` instead."""
+        push = self._push
+        if push is None or not client.nowait:
+            return False
+        fut = self._loop.create_future()
+        self._client, self._woken = client, fut
+        self._idle = timeout
+        if not push(self._on_data, self._wake):
+            self._client = self._woken = None
+            return False
+        self._arm(timeout)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise
+            raise self._timed_out(False) from None
+        finally:
+            self._reader = None
+            self._client = self._woken = None
+            self.seg.up.unpush()  # type: ignore[attr-defined]
+        err = self._push_error
+        if err is not None:
+            self._push_error = None
+            raise err
+        return True
+
+    def _on_data(self, data: bytes) -> None:
+        """One upstream piece in push mode: parsed, translated and written to the client
+        now. Never raises (it runs inside the upstream protocol): a failure is kept for
+        the waiting task, which handles it as ``_read`` would have."""
+        try:
+            self._deadline = self._loop.time() + self._idle
+            seg = self.seg
+            for ev in seg.parser.feed(data):
+                self._event(ev)
+            if self.pending:
+                out, self.pending = self.pending, []
+                if not self._client.write_nowait(out):  # type: ignore[union-attr]
+                    self._wake()  # the client's buffer is full: the task waits for it
+                    return
+            if seg.translator.done:
+                self._wake()
+        except Exception as e:  # noqa: BLE001 - handed to the task, raised there
+            self._push_error = e
+            self._wake()
+
+    def _wake(self) -> None:
+        """Back to the task: from now on pieces wait in the reader."""
+        self.seg.up.unpush()  # type: ignore[attr-defined]
+        fut = self._woken
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def _expire(self) -> None:
         """The watchdog: cancel the pending read once its deadline has really passed."""
@@ -208,20 +296,24 @@ class LiveStream:
                 f"{self.seg.target.provider} closed the stream before the answer was complete",
                 provider=self.seg.target.provider, model=self.seg.target.model)
 
-    async def batches(self) -> AsyncIterator[list[Chunk]]:
-        """The chunks for the client, a batch per upstream read (one client write each);
-        continues on another target when one breaks."""
+    async def pump(self, client: ClientWriter) -> None:
+        """Pass the answer to the client, a batch of chunks per upstream piece; continue
+        on another target when one breaks. Between the task's reads the upstream
+        connection writes chunks to the client itself (push mode) while it can."""
         idle = self.router.settings.stream_idle_timeout
         try:
             while True:
                 try:
                     if self.pending:
                         out, self.pending = self.pending, []
-                        yield out
+                        await client.write(out)
+                    elif client.nowait and not client.ready():
+                        await client.drain()
                     if self.seg.ended or self.seg.translator.done:
                         self._check_complete()
                         break
-                    await self._read(idle)
+                    if not await self._pushed(client, idle):
+                        await self._read(idle)
                 except errors.GatewayError as e:
                     self._failed(e)
                     await self._recover(e)
@@ -302,6 +394,7 @@ class LiveStream:
         self.seg = seg
         self.segments.append(seg)
         self._next = seg.up.next_chunk
+        self._push = getattr(seg.up, "push", None)
 
     def _splice(self, chunks: list[Chunk]) -> list[Chunk]:
         """Continuation chunks: no second role, the already-delivered prefix skipped."""

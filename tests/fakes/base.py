@@ -31,7 +31,10 @@ class Fault:
     hang: bool = False  # never answer (until the client goes away)
     cut_after: int | None = None  # stream: drop the connection after N events
     stall_after: int | None = None  # stream: go silent after N events, connection open
-    malformed_at: int | None = None  # stream: event N (0-based) is garbage
+    malformed_at: int | tuple[int, ...] | None = None  # stream: garbage before event N (0-based), or each of several
+    error_at: int | None = None  # stream: an in-stream error event instead of event N
+    hold_after: int | None = None  # stream: after N events wait for ``hold`` to be set, then go on
+    hold: asyncio.Event | None = None
     no_done: bool = False  # stream: close cleanly without the terminal event
     text: str | None = None  # answer with this text instead of the default
     usage: bool = True  # include usage numbers in the answer (vendors that may omit it)
@@ -153,8 +156,16 @@ class FakeVendor:
                     return resp
                 if fault.stall_after is not None and i >= fault.stall_after:
                     await asyncio.Event().wait()
-                if fault.malformed_at is not None and i == fault.malformed_at:
+                if fault.hold_after is not None and i == fault.hold_after:
+                    assert fault.hold is not None
+                    await fault.hold.wait()
+                malformed = fault.malformed_at
+                if malformed is not None and i in (malformed if isinstance(malformed, tuple) else (malformed,)):
                     await resp.write(b"data: {this is not json\n\n")
+                if fault.error_at is not None and i == fault.error_at:
+                    await resp.write(self.stream_error_event())
+                    await resp.write_eof()
+                    return resp
                 await resp.write(ev)
                 await asyncio.sleep(0)
             await resp.write_eof()
@@ -162,6 +173,11 @@ class FakeVendor:
             self.disconnected.set()
             raise
         return resp
+
+
+    def stream_error_event(self) -> bytes:
+        """The vendor's in-stream error event (``Fault.error_at``)."""
+        raise NotImplementedError(f"{self.name} has no in-stream error event in these fakes")
 
 
 def sse(data: Any, event: str | None = None) -> bytes:

@@ -129,6 +129,11 @@ class FakeOpenAI(FakeVendor):
         return web.Response(body=orjson.dumps(resp), content_type="application/json",
                             headers={"x-ratelimit-remaining-requests": "9999", **fault.headers})
 
+    def stream_error_event(self) -> bytes:
+        # what OpenAI sends when a stream fails after it started (the SDK raises APIError on it)
+        return sse({"error": {"message": "The server had an error while processing your request.",
+                              "type": "server_error", "param": None, "code": None}})
+
     def chunk(self, model: str, choices: list[dict[str, Any]], include_usage: bool) -> dict[str, Any]:
         c: dict[str, Any] = {"id": "chatcmpl-fake123", "object": "chat.completion.chunk", "created": 1700000000,
                              "model": model, "system_fingerprint": "fp_fake", "choices": choices}

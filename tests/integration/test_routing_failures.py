@@ -338,6 +338,39 @@ async def test_single_malformed_event_skipped(gateway, vendor_env, fake_openai):
     assert any(e["error_type"] == "malformed_event" for e in gw.events("error"))
 
 
+async def _read_past_first_content(resp: aiohttp.ClientResponse) -> bytes:
+    """What the client has read once a content chunk reached it (the gateway is pushing then)."""
+    raw = b""
+    while not stream_text(raw):
+        raw += await resp.content.readuntil(b"\n\n")
+    return raw
+
+
+@pytest.mark.parametrize("fault", [
+    {"error_at": 3},  # the vendor's in-stream error event
+    {"malformed_at": (3, 4)},  # a second malformed event fails the segment
+], ids=["error-event", "two-malformed"])
+async def test_failure_while_chunks_are_pushed_is_continued(gateway, vendor_env, fake_openai, fault):
+    """After the first content the upstream connection writes chunks to the client itself
+    (push mode); a failure found there is handled like one found by a read: the answer
+    is continued (here: a fresh answer from the same target, its prefix skipped)."""
+    gw = await gateway(vendor_env)
+    fake_openai.text = "w1 w2 w3 w4 w5"
+    hold = asyncio.Event()
+    fake_openai.inject(Fault(hold_after=3, hold=hold, **fault))  # role, "w1 ", "w2 ", then held
+    async with gw.http.post(gw.url + "/v1/chat/completions",
+                            json={"model": "gpt-4o-mini", "messages": HI, **STREAM}) as resp:
+        raw = await _read_past_first_content(resp)
+        hold.set()
+        raw += await resp.read()
+    assert stream_text(raw) == "w1 w2 w3 w4 w5"
+    assert sse_events(raw)[-1] == (None, "[DONE]")
+    assert len(fake_openai.requests) == 2
+    errs = gw.events("error")
+    want = "upstream_unavailable" if "error_at" in fault else "upstream_bad_response"
+    assert any(e["error_type"] == want for e in errs), errs
+
+
 async def test_stream_without_done_is_finalised(gateway, vendor_env, fake_openai, fake_anthropic):
     gw = await gateway(vendor_env)
     fake_openai.inject(Fault(no_done=True))

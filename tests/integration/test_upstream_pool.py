@@ -535,3 +535,83 @@ async def test_closing_the_pool_closes_a_lingering_stream(serve) -> None:
     await pool.close()  # shutdown does not wait a minute for the terminator
     assert pool.open_connections == 0 and not st._ex.proto.is_connected()
     never.set()
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+async def test_push_mode_hands_pieces_on_in_order_and_gives_way_to_reads(serve, pool) -> None:
+    """``HttpStream.push``: pieces go to the callback as they are parsed; unpushed, they wait
+    in the reader, and push mode is refused until they are read (order is never lost);
+    the body's end wakes the pusher and the connection is reused."""
+    gates = [asyncio.Event() for _ in range(3)]
+
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(b"a"))
+        for gate, data in zip(gates, (chunk(b"b") + chunk(b"c"), chunk(b"d"), chunk(b"e") + b"0\r\n\r\n")):
+            await w.drain()
+            await gate.wait()
+            w.write(data)
+        await w.drain()
+        return True
+
+    s = await serve(reply)
+    t = HttpTransport(pool)
+    st = await t.open_stream(req(s.port), 5)
+    assert await st.next_chunk() == b"a"
+    got: list[bytes] = []
+    arrived, woke = asyncio.Event(), asyncio.Event()
+
+    def on_data(data: bytes) -> None:
+        got.append(data)
+        arrived.set()
+
+    assert st.push(on_data, woke.set)
+    gates[0].set()
+    while got != [b"b", b"c"]:
+        await arrived.wait()
+        arrived.clear()
+    st.unpush()
+    gates[1].set()
+    payload = st._ex.payload
+    while not payload._buffer:  # "d" arrives while not pushing: it waits in the reader
+        await asyncio.sleep(0)
+    assert not st.push(on_data, woke.set)  # refused: "d" must be read first
+    assert await st.next_chunk() == b"d"
+    assert st.push(on_data, woke.set)
+    gates[2].set()
+    await asyncio.wait_for(woke.wait(), 5)  # the end of the body
+    assert got == [b"b", b"c", b"e"]
+    st.unpush()
+    assert await st.next_chunk() == b""
+    assert pool.idle_connections == 1  # read to its end: kept for the next request
+    assert (await t.send(req(s.port), 5)).status == 200
+    assert s.connections == 1
+
+
+async def test_push_mode_wakes_on_a_cut_and_the_read_reports_it(serve, pool) -> None:
+    gate = asyncio.Event()
+
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(b"a"))
+        await w.drain()
+        await gate.wait()
+        w.write(chunk(b"b"))
+        await w.drain()
+        return False  # the connection is closed mid-body
+
+    s = await serve(reply)
+    st = await HttpTransport(pool).open_stream(req(s.port), 5)
+    assert await st.next_chunk() == b"a"
+    got: list[bytes] = []
+    woke = asyncio.Event()
+    assert st.push(got.append, woke.set)
+    gate.set()
+    await asyncio.wait_for(woke.wait(), 5)
+    assert got == [b"b"]
+    st.unpush()
+    with pytest.raises(errors.UpstreamUnavailable, match="stream broke"):
+        await st.next_chunk()
+    st.close()
+    assert pool.open_connections == 0
