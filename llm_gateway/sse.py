@@ -67,6 +67,15 @@ class SSEParser:
         self._buf = buf[start:]
         return events
 
+    def single(self, chunk: bytes) -> bytes | None:
+        """The value of ``chunk`` when it is exactly one ``data:`` line event and nothing is
+        pending (what a vendor speaking OpenAI sends in each network piece), else None
+        (``feed`` then)."""
+        if (chunk[:5] == b"data:" and chunk[-2:] == b"\n\n" and chunk.find(b"\n") == len(chunk) - 2
+                and not self._buf and not self._has_data and self._event is None and b"\r" not in chunk):
+            return chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2]
+        return None
+
     @staticmethod
     def _fast(chunk: bytes) -> list[SSEEvent] | None:
         """Whole ``data: ...`` events only (what vendors send): no line-by-line state machine."""

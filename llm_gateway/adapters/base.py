@@ -103,6 +103,11 @@ class StreamTranslator(ABC):
         """Translate one upstream event. Raises ``GatewayError`` for an in-stream error
         event, and ``ValueError`` for a malformed event (the router may skip one)."""
 
+    def feed_data(self, raw: bytes) -> list[Chunk]:
+        """``feed`` for an event that is one ``data:`` line, given its bytes (the common
+        case; a vendor that speaks OpenAI translates it without decoding it first)."""
+        return self.feed(SSEEvent(raw.decode("utf-8", "replace"), raw=raw))
+
     def finish(self) -> list[Chunk]:
         """The upstream body ended. Returns any chunks still owed."""
         return []

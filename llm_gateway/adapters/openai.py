@@ -191,11 +191,13 @@ class OpenAIStreamTranslator(StreamTranslator):
         self.adapter = adapter
 
     def feed(self, event: SSEEvent) -> list[Chunk]:
-        data = event.data
-        if data == "[DONE]":
+        return self.feed_data(event.raw if event.raw is not None else event.data.encode())
+
+    def feed_data(self, raw: bytes) -> list[Chunk]:
+        if raw == b"[DONE]":
             self.done = True
             return []
-        obj = orjson.loads(data)  # JSONDecodeError is a ValueError: a malformed event
+        obj = orjson.loads(raw)  # JSONDecodeError is a ValueError: a malformed event
         if not isinstance(obj, dict):
             raise ValueError("stream event is not a JSON object")
         if "error" in obj and obj["error"]:
@@ -225,4 +227,4 @@ class OpenAIStreamTranslator(StreamTranslator):
             return [obj]
         if not choices:
             return []
-        return [event.raw if event.raw is not None else data.encode()]
+        return [raw]

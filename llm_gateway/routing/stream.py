@@ -127,12 +127,22 @@ class LiveStream:
         return seg.delivered if seg.continuation else seg.translator.text
 
     # ------------------------------------------------------------------ reading
-    def _event(self, ev: Any) -> None:
+    def _take(self, data: bytes) -> None:
+        """One network piece of the upstream body: its events translated into ``pending``."""
+        seg = self.seg
+        raw = seg.parser.single(data)
+        if raw is not None:
+            self._event(raw, seg.translator.feed_data)
+        else:
+            for ev in seg.parser.feed(data):
+                self._event(ev, seg.translator.feed)
+
+    def _event(self, ev: Any, feed: Any) -> None:
         seg = self.seg
         if seg.translator.done:
             return
         try:
-            out = seg.translator.feed(ev)
+            out = feed(ev)
         except ValueError as e:
             seg.malformed += 1
             event(logging.WARNING, "skipped a malformed stream event", event="error",
@@ -210,13 +220,12 @@ class LiveStream:
             self._reader = None
         if not data:
             for ev in seg.parser.close():
-                self._event(ev)
+                self._event(ev, seg.translator.feed)
             tail = seg.translator.finish()
             self.pending.extend(self._splice(tail) if seg.continuation else tail)
             seg.ended = True
             return False
-        for ev in seg.parser.feed(data):
-            self._event(ev)
+        self._take(data)
         return True
 
     # ------------------------------------------------------------------ push mode
@@ -258,8 +267,7 @@ class LiveStream:
         try:
             self._deadline = self._loop.time() + self._idle
             seg = self.seg
-            for ev in seg.parser.feed(data):
-                self._event(ev)
+            self._take(data)
             if self.pending:
                 out, self.pending = self.pending, []
                 if not self._client.write_nowait(out):  # type: ignore[union-attr]

@@ -54,3 +54,38 @@ def test_fast_path_keeps_raw_bytes_and_matches_the_slow_path():
     assert [(e.event, e.data) for e in SSEParser().feed(b"event: a\ndata: 1\n\n")] == [("a", "1")]
     p = SSEParser()
     assert p.feed(b"data: par") == [] and [e.data for e in p.feed(b"t\n\n")] == ["part"]
+
+
+def test_single_is_only_taken_for_one_whole_data_line_event():
+    p = SSEParser()
+    assert p.single(b'data: {"x":1}\n\n') == b'{"x":1}'
+    assert p.single(b"data:[DONE]\n\n") == b"[DONE]"
+    assert p.single(b"data:\n\n") == b""
+    for other in (b'data: {"x":1}\n\ndata: 2\n\n',  # two events
+                  b"data: a\ndata: b\n\n",  # one event of two lines
+                  b"event: e\ndata: 1\n\n", b": keep-alive\n\n", b"id: 1\n\n",
+                  b'data: {"x":1}\r\n\r\n', b"data: a\rdata: b\n\n",  # CR line ends
+                  b"data: partial", b"data: x\n"):
+        assert p.single(other) is None, other
+    p.feed(b"data: par")  # an event is half read: what follows must go through feed
+    assert p.single(b"t\n\n") is None and p.single(b"data: t\n\n") is None
+
+
+@given(st.lists(st.integers(0, len(STREAM)), max_size=20))
+def test_single_or_feed_gives_the_same_events(cuts):
+    """How LiveStream reads: ``single`` when it applies, else ``feed``."""
+    cuts = sorted(set(cuts))
+    pieces, last = [], 0
+    for c in [*cuts, len(STREAM)]:
+        pieces.append(STREAM[last:c])
+        last = c
+    p = SSEParser()
+    out = []
+    for piece in pieces:
+        raw = p.single(piece)
+        if raw is not None:
+            out.append((None, raw.decode()))
+        else:
+            out.extend((e.event, e.data) for e in p.feed(piece))
+    out.extend((e.event, e.data) for e in p.close())
+    assert out == EXPECTED
