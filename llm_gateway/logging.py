@@ -35,6 +35,9 @@ _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "
                 logging.ERROR: "error", logging.CRITICAL: "critical"}
 
 
+_NOW: Any = object()  # format_event's "the current request" default
+
+
 class GatewayFormatter(OrjsonFormatter):
     """timestamp (UTC, ISO 8601, ms), lowercase level, message, request_id, then extras."""
 
@@ -70,15 +73,21 @@ class GatewayFormatter(OrjsonFormatter):
     def format(self, record: logging.LogRecord) -> str:
         return self._redact(super().format(record))
 
-    def format_event(self, level: int, message: str, fields: dict[str, Any]) -> str:
-        t = time.time()
+    def format_event(self, level: int, message: str, fields: dict[str, Any], t: float | None = None,
+                     request_id: Any = _NOW) -> str:
+        """``t`` and ``request_id``: the moment and request the line is about, when it is
+        formatted later (``event_later``); by default now's, from the context."""
+        if t is None:
+            t = time.time()
+        if request_id is _NOW:
+            request_id = request_id_var.get()
         sec = int(t)
         if sec != self._ts_sec:
             self._ts_sec = sec
             self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         base = {"timestamp": f"{self._ts_prefix}.{int((t - sec) * 1000):03d}Z",
                 "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower(),
-                "message": message, "request_id": request_id_var.get()}
+                "message": message, "request_id": request_id}
         data = base.copy()
         data.update(fields)
         if len(data) != len(base) + len(fields):  # a field named like a base key: the base key wins
@@ -148,7 +157,14 @@ class LineHandler(logging.Handler):
         except Exception:
             self.handleError(logging.LogRecord("llm_gateway", level, "", 0, message, None, None))
 
-    def _queue(self, line: str) -> None:
+    def defer_event(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        """``emit_event``, formatted when the batch is written, in its place among the
+        other lines; time and request id are taken now."""
+        entry = (time.time(), level, message, fields, request_id_var.get())
+        with self.lock:  # type: ignore[union-attr]
+            self._queue(entry)
+
+    def _queue(self, line: str | tuple[Any, ...]) -> None:
         self._pending.append(line)
         if self._scheduled:
             return
@@ -163,11 +179,23 @@ class LineHandler(logging.Handler):
     def _write(self) -> None:
         if self._pending:
             lines, self._pending = self._pending, []
+            if any(type(line) is tuple for line in lines):
+                lines = [line if type(line) is str else self._format_deferred(line) for line in lines]
+                lines = [line for line in lines if line]  # a line that failed to format was reported
             try:
                 self.stream.write("\n".join(lines) + "\n")
                 self.stream.flush()
             except (OSError, ValueError):  # stdout closed or gone: nothing left to tell
                 pass
+
+    def _format_deferred(self, entry: tuple[Any, ...]) -> str:
+        t, level, message, fields, request_id = entry
+        try:
+            fmt: GatewayFormatter = self.formatter  # type: ignore[assignment]
+            return fmt.format_event(level, message, fields, t, request_id)
+        except Exception:
+            self.handleError(logging.LogRecord("llm_gateway", level, "", 0, message, None, None))
+            return ""
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -208,6 +236,18 @@ def setup_logging(level: str, secrets: list[str] | None = None, stream: Any = No
 
 
 _fast: LineHandler | None = None  # set by setup_logging: our events skip the LogRecord
+
+
+def event_later(level: int, message: str, **fields: Any) -> None:
+    """``event``, but the line is formatted when the pending lines are written (the event
+    loop's next turn), still in the order events were logged: for lines written while a
+    request is on its way to the vendor, whose formatting should not delay it. The
+    fields must not change afterwards."""
+    if log.isEnabledFor(level):
+        if _fast is not None:
+            _fast.defer_event(level, message, fields)
+        else:
+            log.log(level, message, extra={"_fields": fields})
 
 
 def event(level: int, message: str, **fields: Any) -> None:

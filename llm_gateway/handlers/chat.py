@@ -19,7 +19,7 @@ from ..cache.stream import StreamRecorder, replay_chunks
 from ..keys import CACHE, CTX, RESOLVER, ROUTER, SETTINGS
 from ..budget import admit
 from ..limits import reserve_chat
-from ..logging import event, log
+from ..logging import event, event_later, log
 from ..routing.resolve import Resolver, Target
 from ..sse import DONE, SSE_HEADERS, SSEResponse, frame, frame_error
 from ..usage import settle_stream, settle_usage
@@ -30,7 +30,14 @@ ANSWER_LOG_CHARS = 2000
 
 
 def log_request(request: web.Request, ctx: RequestContext, query: str | Callable[[], str] | None = None) -> None:
-    """``query``: the text, or a function that finds it (only called when it is logged)."""
+    """``query``: the text, or a function that finds it (only called when it is logged).
+
+    The line is formatted when the pending lines are written (``event_later``): the
+    handler's first wait is for the vendor, so that work overlaps the wait instead of
+    delaying the vendor call (and, for a stream, the first token)."""
+    ctx.request_logged = True
+    if not log.isEnabledFor(logging.INFO):
+        return
     settings = request.app[SETTINGS]
     fields: dict[str, Any] = {
         "event": "request", "method": request.method, "path": request.path, "model": ctx.model_asked,
@@ -38,8 +45,7 @@ def log_request(request: web.Request, ctx: RequestContext, query: str | Callable
     }
     if query is not None and (settings.log_queries or settings.log_level == "debug"):
         fields["query"] = (query if isinstance(query, str) else query())[:2000]
-    ctx.request_logged = True
-    event(logging.INFO, "request", **fields)
+    event_later(logging.INFO, "request", **fields)
 
 
 def log_route(resolver: Resolver, ctx: RequestContext, model: str, task_type: str | None,
@@ -48,8 +54,8 @@ def log_route(resolver: Resolver, ctx: RequestContext, model: str, task_type: st
     level = logging.INFO if model.strip().lower() == "auto" else logging.DEBUG
     if log.isEnabledFor(level):
         why = resolver.explain(model, task_type, targets)
-        event(level, f"routing to {targets[0].key}", event="route", model=model, task_type=task_type,
-              chosen=targets[0].key, targets=[t.key for t in targets], **why)
+        event_later(level, f"routing to {targets[0].key}", event="route", model=model, task_type=task_type,
+                    chosen=targets[0].key, targets=[t.key for t in targets], **why)
 
 
 def last_user_text(body: dict[str, Any]) -> str:

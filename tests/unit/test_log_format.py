@@ -26,3 +26,31 @@ def test_event_line_base_keys_first_and_kept() -> None:
     assert line["timestamp"] != "forged" and line["timestamp"].endswith("Z")
     assert line["event"] == "response" and line["status"] == 200
     assert line["detail"] == "key [REDACTED] leaked"
+
+
+async def test_a_deferred_line_keeps_its_place_time_and_request_id(monkeypatch) -> None:
+    """``event_later`` formats at write time, but the line is the one it would have been."""
+    import time
+
+    from llm_gateway.logging import event_later
+
+    buf = io.StringIO()
+    handler = setup_logging("info", ["sk-live-secret-1234"], stream=buf)
+    try:
+        token = request_id_var.set("req-a")
+        event_later(logging.INFO, "first", event="request", detail="sk-live-secret-1234")
+        request_id_var.reset(token)
+        logged_at = time.time()
+        monkeypatch.setattr(time, "time", lambda: logged_at + 3600.0)  # formatted an hour "later"
+        token = request_id_var.set("req-b")
+        event(logging.INFO, "second", event="response")
+        request_id_var.reset(token)
+        assert buf.getvalue() == ""  # both wait for the loop's next turn
+    finally:
+        handler.flush()
+        monkeypatch.undo()
+    first, second = (orjson.loads(x) for x in buf.getvalue().splitlines())
+    assert (first["message"], first["request_id"], second["message"], second["request_id"]) == (
+        "first", "req-a", "second", "req-b")
+    assert first["detail"] == "[REDACTED]"
+    assert first["timestamp"] < second["timestamp"]  # taken when logged, not when formatted
