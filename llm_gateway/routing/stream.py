@@ -166,7 +166,7 @@ class LiveStream:
                     d = ch.get("delta") or {}
                     if d.get("tool_calls") or d.get("content") or ch.get("finish_reason"):
                         return True
-            elif b'"tool_calls"' in c:
+            elif c.find(b'"tool_calls"') >= 0:
                 return True
         return False
 
