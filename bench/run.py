@@ -176,6 +176,18 @@ class Upstream:
         return int(json.loads(http("GET", self.base + "/_bench/stats")[2])["requests"])
 
 
+class Relay:
+    """bench/relay.py between the stream client and the upstream: the floor for workload (c)."""
+
+    def __init__(self, children: Children, upstream_port: int) -> None:
+        self.proc = children.popen([sys.executable, str(BENCH / "relay.py"), "--upstream-port", str(upstream_port)],
+                                   stdout=subprocess.PIPE)
+        line = self.proc.stdout.readline().decode() if self.proc.stdout else ""
+        if not line.startswith("LISTENING"):
+            raise RuntimeError(f"relay failed to start: {line!r}")
+        self.base = f"http://127.0.0.1:{int(line.split()[1])}"
+
+
 def gateway_env(upstream_port: int, cache: bool, extra: list[str], config: str | None) -> dict[str, str]:
     spec_vars = {"OPENAI_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY", "CLAUDE_API_KEY", "ANTHROPIC_API_KEY",
                  "OPENAI_BASE_URL", "CLAUDE_BASE_URL", "ANTHROPIC_BASE_URL", "GEMINI_BASE_URL",
@@ -508,8 +520,35 @@ def machine(wrk: loadgen.Wrk | None) -> dict[str, Any]:
         "nproc": len(os.sched_getaffinity(0)), "cpu_model": procfs.cpu_model(), "kernel": platform.release(),
         "python": platform.python_version(), "aiohttp": version("aiohttp"), "uvloop": version("uvloop"),
         "orjson": version("orjson"), "wrk": wrk.version() if wrk else None,
-        "git_commit": commit, "llm_gateway_modified": dirty, "loadavg_at_start": loadavg(),
+        "git_commit": commit, "llm_gateway_modified": dirty, "loadavg_at_start": loadavg(), **idle_penalty(),
     }
+
+
+def idle_penalty(rounds: int = 150) -> dict[str, float]:
+    """How much slower the same small piece of Python work runs right after 5 ms of idle
+    than back to back (caches and CPU state after a wake-up; large on some VMs). Streams
+    are processed a chunk at a time between idle gaps, so this bounds what their figures
+    can reach on this machine."""
+    import statistics
+
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hello there"}] * 4}).encode()
+
+    def work() -> float:
+        t0 = time.perf_counter()
+        for _ in range(2):  # ~20 µs warm: the size of the gateway's work per streamed chunk
+            d = json.loads(body)
+            d["n"] = 1
+            json.dumps(d)
+        return time.perf_counter() - t0
+
+    for _ in range(50):
+        work()
+    warm = statistics.median(work() for _ in range(rounds))
+    cold = []
+    for _ in range(rounds):
+        time.sleep(0.005)
+        cold.append(work())
+    return {"work_back_to_back_us": warm * 1e6, "work_after_idle_ratio": statistics.median(cold) / warm}
 
 
 def loadavg() -> float | None:
@@ -529,6 +568,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-wrk", action="store_true", help="use the asyncio client even if wrk is installed")
     p.add_argument("--no-install", action="store_true", help="never try 'apt-get install wrk' when root")
     p.add_argument("--no-cache-run", action="store_true", help="skip workload (e), the cache-hit gateway")
+    p.add_argument("--no-floor", action="store_true", help="skip workload (c) through a raw TCP relay (the floor)")
     p.add_argument("--requests", type=int, help="soak size (default 100,000; --quick 8,000)")
     p.add_argument("--concurrency", type=int, default=64, help="connections for workload (b)")
     p.add_argument("--upstream-latency-ms", type=float, default=50.0, help="upstream latency for workload (b)")
@@ -641,6 +681,11 @@ def run(args: argparse.Namespace) -> int:
         # (c)
         up.configure(latency_ms=0, chunks=prof["chunks"], interval_ms=prof["interval_ms"])
         w["streams"] = each("(c) streams", lambda t: bench.streams(t, up), targets)
+        if not args.no_floor:  # the same streams through a raw TCP relay: what the machine itself costs
+            print("  (c) streams: floor (raw TCP relay) ...", flush=True)
+            relay = Relay(children, up.port)
+            w["streams"]["floor"] = bench.streams(Target("floor", relay.base + "/v1", None, MODEL, relay.proc.pid), up)
+            children.stop(relay.proc)
         # (d)
         w["soak"] = each("(d) soak", lambda t: bench.soak(t, up), targets[1:])
         for t in targets[1:]:
@@ -655,9 +700,9 @@ def run(args: argparse.Namespace) -> int:
                 r["added_p50_ms"] = r["p50_ms"] - base["p50_ms"]
                 r["added_p99_ms"] = r["p99_ms"] - base["p99_ms"]
                 r["ratio"] = r["rps"] / base["rps"] if base["rps"] else None
-        for t in targets[1:]:
+        for name in [t.name for t in targets[1:]] + (["floor"] if "floor" in w["streams"] else []):
             for k in ("ttft_p50_ms", "burst_ttft_p50_ms"):
-                w["streams"][t.name]["added_" + k] = w["streams"][t.name][k] - w["streams"]["direct"][k]
+                w["streams"][name]["added_" + k] = w["streams"][name][k] - w["streams"]["direct"][k]
 
         # (e) the cache-hit path, on a second gateway
         children.stop(gw.proc)
@@ -680,6 +725,11 @@ def run(args: argparse.Namespace) -> int:
 
         print()
         print_table(res, peer.name if peer else None)
+        fl = w["streams"].get("floor")
+        if fl is not None:
+            print(f"floor for (c): the same streams through a raw TCP relay (bench/relay.py: no HTTP parsing, "
+                  f"bytes copied as they arrive): {fmt(fl.get('cpu_us_per_chunk'))} CPU-µs per chunk, "
+                  f"added TTFT p50 {fmt(fl.get('added_ttft_p50_ms'))} ms")
         ch = w.get("cache_hit", {}).get("gateway")
         if ch is not None and ch.get("x_gateway_cache") != "HIT":
             print(f"note: the cache run's repeat request answered X-Gateway-Cache={ch.get('x_gateway_cache')!r}: "
@@ -700,6 +750,10 @@ def run(args: argparse.Namespace) -> int:
         m = res["machine"]
         print(f"machine: {m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, Python {m['python']}, "
               f"uvloop {m['uvloop']}, {m['wrk'] or 'wrk absent'}; {res['elapsed_s']:.0f} s; command: {res['command']}")
+        if m.get("work_after_idle_ratio"):
+            print(f"machine: a fixed piece of Python work takes {m['work_after_idle_ratio']:.1f}x as long right after "
+                  f"5 ms idle as back to back ({m['work_back_to_back_us']:.1f} µs warm): per-chunk and "
+                  "first-token figures, which run after idle gaps, depend on this")
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
             print(f"results written to {args.json}")

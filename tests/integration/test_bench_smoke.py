@@ -42,6 +42,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert streams["streams"] > 0 and streams["chunks"] == streams["streams"] * res["profile"]["chunks"]
     assert streams["usage_chunks"] == streams["streams"] and streams["incomplete"] == 0
     assert streams["ttft_p50_ms"] > 0 and streams["cpu_us_per_chunk"] > 0
+    floor = w["streams"]["floor"]  # the same streams through bench/relay.py, byte for byte
+    assert floor["chunks"] == streams["chunks"] and floor["incomplete"] == 0 and floor["errors"] == 0
+    assert res["machine"]["work_after_idle_ratio"] > 0
     soak = w["soak"]["gateway"]
     assert soak["requests"] >= res["profile"]["soak_n"] * 0.99 and soak["rss_10_mb"] > 0 and soak["rss_100_mb"] > 0
     assert res["memory"]["gateway"]["peak_mb"] > 0
