@@ -615,3 +615,36 @@ async def test_push_mode_wakes_on_a_cut_and_the_read_reports_it(serve, pool) -> 
         await st.next_chunk()
     st.close()
     assert pool.open_connections == 0
+
+
+async def test_push_mode_hands_on_a_gzip_stream_decompressed(serve, pool) -> None:
+    """A vendor (or a proxy before it) may compress an event stream: aiohttp's decoder
+    sits between the parser and the reader, and pushed pieces are the plain bytes."""
+    import zlib
+
+    gate = asyncio.Event()
+    z = zlib.compressobj(wbits=31)  # gzip
+    first = z.compress(b"data: 1\n\n") + z.flush(zlib.Z_SYNC_FLUSH)
+    rest = [z.compress(b"data: %d\n\n" % i) + z.flush(zlib.Z_SYNC_FLUSH) for i in (2, 3)]
+    tail = z.flush()
+
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(first))
+        await w.drain()
+        await gate.wait()
+        w.write(b"".join(chunk(r) for r in rest) + chunk(tail) + b"0\r\n\r\n")
+        await w.drain()
+        return True
+
+    s = await serve(reply)
+    st = await HttpTransport(pool).open_stream(req(s.port), 5)
+    assert await st.next_chunk() == b"data: 1\n\n"
+    got: list[bytes] = []
+    woke = asyncio.Event()
+    assert st.push(got.append, woke.set)
+    gate.set()
+    await asyncio.wait_for(woke.wait(), 5)
+    assert b"".join(got) == b"data: 2\n\ndata: 3\n\n"
+    st.unpush()
+    assert await st.next_chunk() == b""
+    assert pool.idle_connections == 1
