@@ -157,14 +157,18 @@ def wait_until(check: Callable[[], bool], timeout: float, proc: subprocess.Popen
     raise RuntimeError(f"{what} not ready after {timeout:g} s")
 
 
+def start_listening(children: Children, script: str, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A bench/ helper server as a child process, once it prints ``LISTENING <port>``."""
+    proc = children.popen([sys.executable, str(BENCH / script), *args], stdout=subprocess.PIPE)
+    line = proc.stdout.readline().decode() if proc.stdout else ""
+    if not line.startswith("LISTENING"):
+        raise RuntimeError(f"{script} failed to start: {line!r}")
+    return proc, int(line.split()[1])
+
+
 class Upstream:
     def __init__(self, children: Children, port: int) -> None:
-        self.proc = children.popen([sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(port)],
-                                   stdout=subprocess.PIPE)
-        line = self.proc.stdout.readline().decode() if self.proc.stdout else ""
-        if not line.startswith("LISTENING"):
-            raise RuntimeError(f"fake upstream failed to start: {line!r}")
-        self.port = int(line.split()[1])
+        self.proc, self.port = start_listening(children, "fake_upstream.py", "--port", str(port))
         self.base = f"http://127.0.0.1:{self.port}"
 
     def configure(self, **cfg: float) -> None:
@@ -180,12 +184,8 @@ class Relay:
     """bench/relay.py between the stream client and the upstream: the floor for workload (c)."""
 
     def __init__(self, children: Children, upstream_port: int) -> None:
-        self.proc = children.popen([sys.executable, str(BENCH / "relay.py"), "--upstream-port", str(upstream_port)],
-                                   stdout=subprocess.PIPE)
-        line = self.proc.stdout.readline().decode() if self.proc.stdout else ""
-        if not line.startswith("LISTENING"):
-            raise RuntimeError(f"relay failed to start: {line!r}")
-        self.base = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.proc, port = start_listening(children, "relay.py", "--upstream-port", str(upstream_port))
+        self.base = f"http://127.0.0.1:{port}"
 
 
 def gateway_env(upstream_port: int, cache: bool, extra: list[str], config: str | None) -> dict[str, str]:

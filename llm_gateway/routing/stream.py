@@ -206,18 +206,22 @@ class LiveStream:
                 else f"the stream stalled for {s.stream_idle_timeout:g} s")
         return errors.UpstreamTimeout(what)
 
-    async def _read(self, timeout: float, first: bool = False) -> bool:
-        """Read one network piece into ``pending``. False at the end of the body."""
-        seg = self.seg
+    async def _watched(self, aw: Any, timeout: float, first: bool) -> Any:
+        """``await aw`` under the stream's watchdog: its expiry becomes ``UpstreamTimeout``."""
         self._arm(timeout)
         try:
-            data = await self._next()
+            return await aw
         except asyncio.CancelledError:
             if not self._expired:
                 raise
             raise self._timed_out(first) from None
         finally:
             self._reader = None
+
+    async def _read(self, timeout: float, first: bool = False) -> bool:
+        """Read one network piece into ``pending``. False at the end of the body."""
+        seg = self.seg
+        data = await self._watched(self._next(), timeout, first)
         if not data:
             for ev in seg.parser.close():
                 self._event(ev, seg.translator.feed)
@@ -243,15 +247,9 @@ class LiveStream:
         if not push(self._on_data, self._wake):
             self._client = self._woken = None
             return False
-        self._arm(timeout)
         try:
-            await fut
-        except asyncio.CancelledError:
-            if not self._expired:
-                raise
-            raise self._timed_out(False) from None
+            await self._watched(fut, timeout, False)
         finally:
-            self._reader = None
             self._client = self._woken = None
             self.seg.up.unpush()  # type: ignore[attr-defined]
         err = self._push_error

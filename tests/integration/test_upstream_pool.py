@@ -541,6 +541,18 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+async def pushed_until_woken(st, gate: asyncio.Event) -> list[bytes]:
+    """Push mode on, ``gate`` opened (the server sends the rest), wait for the wake-up
+    (end or failure of the body), back to pull mode: the pieces that were pushed."""
+    got: list[bytes] = []
+    woke = asyncio.Event()
+    assert st.push(got.append, woke.set)
+    gate.set()
+    await asyncio.wait_for(woke.wait(), 5)
+    st.unpush()
+    return got
+
+
 async def test_push_mode_hands_pieces_on_in_order_and_gives_way_to_reads(serve, pool) -> None:
     """``HttpStream.push``: pieces go to the callback as they are parsed; unpushed, they wait
     in the reader, and push mode is refused until they are read (order is never lost);
@@ -604,13 +616,7 @@ async def test_push_mode_wakes_on_a_cut_and_the_read_reports_it(serve, pool) -> 
     s = await serve(reply)
     st = await HttpTransport(pool).open_stream(req(s.port), 5)
     assert await st.next_chunk() == b"a"
-    got: list[bytes] = []
-    woke = asyncio.Event()
-    assert st.push(got.append, woke.set)
-    gate.set()
-    await asyncio.wait_for(woke.wait(), 5)
-    assert got == [b"b"]
-    st.unpush()
+    assert await pushed_until_woken(st, gate) == [b"b"]
     with pytest.raises(errors.UpstreamUnavailable, match="stream broke"):
         await st.next_chunk()
     st.close()
@@ -639,12 +645,6 @@ async def test_push_mode_hands_on_a_gzip_stream_decompressed(serve, pool) -> Non
     s = await serve(reply)
     st = await HttpTransport(pool).open_stream(req(s.port), 5)
     assert await st.next_chunk() == b"data: 1\n\n"
-    got: list[bytes] = []
-    woke = asyncio.Event()
-    assert st.push(got.append, woke.set)
-    gate.set()
-    await asyncio.wait_for(woke.wait(), 5)
-    assert b"".join(got) == b"data: 2\n\ndata: 3\n\n"
-    st.unpush()
+    assert b"".join(await pushed_until_woken(st, gate)) == b"data: 2\n\ndata: 3\n\n"
     assert await st.next_chunk() == b""
     assert pool.idle_connections == 1
