@@ -244,6 +244,7 @@ class LiveStream:
         fut = self._loop.create_future()
         self._client, self._woken = client, fut
         self._idle = timeout
+        self._push_error = None  # one a timeout overtook belonged to the segment that failed
         if not push(self._on_data, self._wake):
             self._client = self._woken = None
             return False
