@@ -26,9 +26,8 @@ A streamed answer can also be read in *push mode* (``HttpStream.push``): each bo
 is handed to a callback as the parser produces it, inside ``data_received``, instead of
 waking a task per piece; ``routing/stream.py`` uses it to write chunks on to the client
 directly (a quarter less CPU and 40 % fewer instructions per streamed chunk,
-bench/README.md). Its reader is aiohttp's
-``StreamReader`` with that one addition (``_PushReader``), so pull reads, flow control,
-decompression and errors are unchanged.
+bench/README.md). Its reader is aiohttp's ``StreamReader`` with that one addition
+(``_PushReader``), so pull reads, flow control, decompression and errors are unchanged.
 
 Transport failures become ``errors.UpstreamTimeout`` / ``errors.UpstreamUnavailable``;
 the message names the kind of failure, never a URL with a secret or a header.
