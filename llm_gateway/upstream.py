@@ -491,7 +491,10 @@ class HttpStream:
         self.headers: Mapping[str, str] = message.headers
         payload = ex.payload
         if type(payload) is StreamReader:
-            payload.__class__ = _PushReader  # same layout: push mode becomes possible
+            try:
+                payload.__class__ = _PushReader  # same layout: push mode becomes possible
+            except TypeError:  # an aiohttp whose reader cannot be switched: pull reads only
+                pass
 
     def push(self, on_data: Callable[[bytes], None], on_wake: Callable[[], None]) -> bool:
         """Push mode: from now on each body piece is passed to ``on_data`` as it is parsed
