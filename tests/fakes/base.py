@@ -174,7 +174,6 @@ class FakeVendor:
             raise
         return resp
 
-
     def stream_error_event(self) -> bytes:
         """The vendor's in-stream error event (``Fault.error_at``)."""
         raise NotImplementedError(f"{self.name} has no in-stream error event in these fakes")
