@@ -194,10 +194,6 @@ class SSEResponse(web.StreamResponse):
             w.output_size += len(data)
         return not w._protocol._paused
 
-    def ready(self) -> bool:
-        w = self._direct
-        return w is None or not w._protocol._paused
-
     async def drain(self) -> None:
         w = self._direct
         if w is not None and w._protocol._paused:

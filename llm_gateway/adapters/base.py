@@ -60,7 +60,11 @@ class UpstreamResponse:
 
 
 class UpstreamStream(Protocol):
-    """An open streaming response: status and headers known, body read in pieces."""
+    """An open streaming response: status and headers known, body read in pieces.
+
+    A stream may also offer ``push(on_data, on_wake) -> bool`` and ``unpush()``
+    (``upstream.HttpStream``): pieces handed to a callback as they arrive. It is
+    optional; ``routing/stream.py`` reads a stream without it through ``next_chunk``."""
 
     status: int
     headers: Mapping[str, str]

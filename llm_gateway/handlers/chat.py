@@ -208,9 +208,6 @@ class _Client:
     def write_nowait(self, batch: list[Any]) -> bool:
         return self.resp.write_nowait(self._bytes(batch))
 
-    def ready(self) -> bool:
-        return self.resp.ready()
-
     async def drain(self) -> None:
         await self.resp.drain()
 

@@ -79,11 +79,9 @@ class ClientWriter(Protocol):
         """Write now, without waiting; False when the client's buffer is full (``drain``)."""
         ...
 
-    def ready(self) -> bool:
-        """The client's buffer has room (no ``drain`` needed)."""
+    async def drain(self) -> None:
+        """Wait while the client's buffer is full (at once when it is not)."""
         ...
-
-    async def drain(self) -> None: ...
 
 
 class LiveStream:
@@ -314,8 +312,8 @@ class LiveStream:
                     if self.pending:
                         out, self.pending = self.pending, []
                         await client.write(out)
-                    elif client.nowait and not client.ready():
-                        await client.drain()
+                    else:
+                        await client.drain()  # push mode stopped for a full client buffer
                     if self.seg.ended or self.seg.translator.done:
                         self._check_complete()
                         break
