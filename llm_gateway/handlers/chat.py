@@ -154,7 +154,7 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
         settle_stream(ctx, cr.body, live)
         if flight is not None:
             request.app[CACHE].fail(flight, e)  # never stored; waiters get the error too
-        await resp.write(frame_error(e.envelope(ctx.request_id)))
+        await resp.write_eof(frame_error(e.envelope(ctx.request_id)))
         return resp
     except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
         # The client went away: the upstream stream is closed (aclosing above) and the
@@ -173,11 +173,15 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
         cache = request.app[CACHE]
         await cache.finish(flight, cache.entry(answer, ctx.provider or t.provider, ctx.model or t.model,
                                                ctx.estimated) if answer is not None else None)
+    tail = DONE
     if cr.include_usage:
         last = {"id": "chatcmpl-" + ctx.request_id.replace("-", "")[:24], "object": "chat.completion.chunk",
                 "created": 0, "model": t.model, "choices": [], "usage": usage}
-        await resp.write(frame(last))
-    await resp.write(DONE)
+        tail = frame(last) + DONE
+    # The usage chunk, [DONE] and the end of the chunked body in one write: a client that
+    # stops reading at [DONE] (aiohttp) finds the body complete and keeps the connection,
+    # and one that drains to the end (the openai SDK) does not wait for a second packet.
+    await resp.write_eof(tail)
     log_answer(ctx, live.delivered_text())
     return resp
 
@@ -221,7 +225,7 @@ async def serve_cached(request: web.Request, ctx: RequestContext, answer: dict[s
         return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
     resp = SSEResponse(headers={**SSE_HEADERS, **headers})
     await resp.prepare(request)
-    await resp.write(b"".join(frame(c) for c in replay_chunks(answer, include_usage)) + DONE)
+    await resp.write_eof(b"".join(frame(c) for c in replay_chunks(answer, include_usage)) + DONE)
     return resp
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import openai
+import orjson
 import pytest
 
 from tests.fakes.base import Fault
@@ -82,6 +86,43 @@ async def test_stream_without_usage_hides_usage_chunk(gateway, vendor_env, fake_
     resp_line = gw.events("response")[-1]
     assert resp_line["input_tokens"] == 4 and resp_line["output_tokens"] == 4
     assert resp_line["estimated"] is False
+
+
+_READ_TO_DONE = """
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+request = sys.stdin.buffer.read()
+with socket.create_connection((host, port), timeout=10) as s:
+    for _ in range(n):  # the same connection each time: it must have been kept
+        s.sendall(request)
+        got = b""
+        while b"data: [DONE]" not in got:
+            piece = s.recv(65536)
+            if not piece:
+                sys.exit("closed: " + repr(got[-200:]))
+            got += piece
+        sys.stdout.buffer.write(got[got.index(b"data: [DONE]"):] + b"|")
+"""
+
+
+async def test_stream_end_arrives_in_one_piece(gateway, vendor_env, fake_openai):
+    """The usage chunk, [DONE] and the end of the chunked body leave in one write: a client
+    that stops reading at [DONE] (aiohttp's SSE loops) finds the body complete and keeps
+    its connection; one that reads on to the end (the openai SDK) waits for no second
+    packet. The client is another process, reading as pieces arrive, so that every write
+    the gateway makes could arrive on its own."""
+    gw = await gateway(vendor_env)
+    host, port = gw.url.split("//")[1].split(":")
+    payload = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
+                            "messages": [{"role": "user", "content": "hi"}]})
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _READ_TO_DONE, host, port, "3",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(request), 30)
+    assert proc.returncode == 0, err
+    assert out.split(b"|")[:-1] == [b"data: [DONE]\n\n\r\n0\r\n\r\n"] * 3
 
 
 async def test_n_choices_pass_through(gateway, vendor_env, fake_openai):
