@@ -48,10 +48,16 @@ CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts);
 CREATE INDEX IF NOT EXISTS {TABLE}_tenant_ts ON {TABLE} (tenant, ts);
 """
 
+_COLUMNS = 20
 _INSERT = f"""INSERT OR IGNORE INTO {TABLE} (row_id, request_id, ts, tenant, endpoint, provider, model, status,
     error_type, cache, attempts, fallback_used, input_tokens, cached_input_tokens, output_tokens,
     reasoning_tokens, total_tokens, estimated, cost_usd_e10, latency_ms)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    VALUES """
+_ROW = "(" + ", ".join(["?"] * _COLUMNS) + ")"
+#: rows per INSERT statement: a batch is written as a few multi-row INSERTs (largest
+#: first), not one statement per row: sqlite3 lets go of the GIL around every statement,
+#: and per row that was a hand-over to the event loop's thread and back each time
+_ROWS_PER_INSERT = (256, 64, 16, 4, 1)
 
 _GROUP_SQL = {"tenant": "tenant", "provider": "provider", "model": "model",
               "day": "substr(ts, 1, 10)", "month": "substr(ts, 1, 7)"}
@@ -72,6 +78,8 @@ class SQLiteStore:
         self.backend = f"sqlite:{self.path}"
         self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._sizes: tuple[int, ...] = ()
+        self._sql: dict[int, str] = {}
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._ex, fn, *args)
@@ -87,24 +95,34 @@ class SQLiteStore:
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("PRAGMA cache_size = -1024")  # 1 MiB: the writer appends, it needs no big cache
                 conn.executescript(_SCHEMA)
+                self._plan_inserts(conn)
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
         return self._conn
 
+    def _plan_inserts(self, conn: sqlite3.Connection) -> None:
+        # A build of SQLite may allow fewer bound parameters a statement (999 before 3.32).
+        most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS
+        self._sizes = tuple(k for k in _ROWS_PER_INSERT if k <= most)
+        self._sql = {k: _INSERT + ", ".join([_ROW] * k) for k in self._sizes}
+
     def _write(self, rows: list[LedgerRow]) -> None:
-        params = [
-            (r.row_id, r.request_id, iso(r.ts), r.tenant, r.endpoint, r.provider, r.model, r.status,
-             r.error_type, r.cache, r.attempts, int(r.fallback_used), r.input_tokens, r.cached_input_tokens,
-             r.output_tokens, r.reasoning_tokens, r.total_tokens, int(r.estimated), to_e10(r.cost_usd),
-             r.latency_ms)
-            for r in rows
-        ]
+        values: list[Any] = []  # the rows' values one after another, _COLUMNS each
+        for r in rows:
+            values += (r.row_id, r.request_id, iso(r.ts), r.tenant, r.endpoint, r.provider, r.model, r.status,
+                       r.error_type, r.cache, r.attempts, int(r.fallback_used), r.input_tokens,
+                       r.cached_input_tokens, r.output_tokens, r.reasoning_tokens, r.total_tokens,
+                       int(r.estimated), to_e10(r.cost_usd), r.latency_ms)
         db = self._db()
         try:
             db.execute("BEGIN")
-            db.executemany(_INSERT, params)
+            done, n = 0, len(rows)
+            while done < n:
+                k = next(k for k in self._sizes if k <= n - done)
+                db.execute(self._sql[k], values[done * _COLUMNS:(done + k) * _COLUMNS])
+                done += k
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

@@ -105,6 +105,36 @@ async def test_store_sums_exactly_and_groups(store):
     assert [r["request_id"] for r in await store.recent(5, "globex")] == ["req-11", "req-10"]
 
 
+async def test_store_writes_a_large_batch_row_for_row(store):
+    """345 rows in one write (the SQLite store sends them as several multi-row INSERTs of
+    different sizes), then a retried overlap: every row once, every value intact."""
+    rows = [row(i, ts=T0 + i, cost=f"0.{i:04d}") for i in range(345)]
+    await store.write(rows)
+    await store.write(rows[300:] + [row(345, ts=T0 + 345, cost="1")])
+    g = (await store.usage(UsageQuery()))[0]
+    assert g["requests"] == 346
+    assert g["cost"] == sum(D(f"0.{i:04d}") for i in range(345)) + 1
+    recent = await store.recent(400, None)
+    assert [r["request_id"] for r in recent] == [f"req-{i}" for i in reversed(range(346))]
+    assert all(r["tokens"] == {"input": 10, "cached_input": 5, "output": 3, "reasoning": 2, "total": 20}
+               for r in recent)
+
+
+async def test_sqlite_store_under_a_low_parameter_limit(tmp_path):
+    """An SQLite built with the old limit of 999 bound parameters a statement: smaller
+    INSERTs, the same rows."""
+    s = SQLiteStore(str(tmp_path / "low.sqlite3"))
+    try:
+        conn = await s._call(s._db)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        await s._call(s._plan_inserts, conn)
+        assert max(s._sizes) * 20 <= 999
+        await s.write([row(i, ts=T0 + i) for i in range(123)])
+        assert (await s.usage(UsageQuery()))[0]["requests"] == 123
+    finally:
+        await s.close()
+
+
 def test_describe_never_shows_the_password():
     assert describe("postgresql://user:s3cret@db.example:5433/ledger") == "postgresql://db.example:5433/ledger"
 
