@@ -1,11 +1,13 @@
 """One JSON object per line on stdout (python-json-logger's orjson formatter).
 
-Logging sits on the hot path (two lines per request at info), so it is kept cheap:
-event fields travel as one dict (no per-field copying into the LogRecord), the
-timestamp's seconds part is formatted once per second, caller/thread/process look-ups
-are off, and lines written inside the event loop are buffered and written with one
-``write`` + ``flush`` per loop iteration instead of one per line (order is kept; the
-buffer is flushed at exit and on close).
+Logging sits on the hot path (three lines per request at info), so it is kept cheap:
+the gateway's own events skip the LogRecord and are serialised straight from their
+fields dict to UTF-8 bytes (written to stdout's binary buffer: no decode and
+re-encode), the timestamp's seconds part is formatted once per second,
+caller/thread/process look-ups are off, and lines written inside the event loop are
+buffered and written with one ``write`` + ``flush`` per loop iteration instead of one
+per line (order is kept; the buffer is flushed at exit and on close). Third-party
+records take python-json-logger's own path into the same buffer.
 
 Every line carries ``timestamp``, ``level``, ``message`` and ``request_id`` (from a
 ContextVar set by the request-id middleware, so lines written deep in the router or
@@ -24,6 +26,7 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
+import orjson
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -36,6 +39,7 @@ _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "
 
 
 _NOW: Any = object()  # format_event's "the current request" default
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # a timestamp's end, by millisecond
 
 
 class GatewayFormatter(OrjsonFormatter):
@@ -44,6 +48,7 @@ class GatewayFormatter(OrjsonFormatter):
     def __init__(self, secrets: list[str] | None = None) -> None:
         super().__init__("%(message)s")
         self.secrets = [s for s in (secrets or []) if len(s) >= 4]
+        self._secrets_b = [s.encode() for s in self.secrets]  # orjson's output is UTF-8: the same bytes
         self._ts_sec = -1
         self._ts_prefix = ""
 
@@ -74,8 +79,10 @@ class GatewayFormatter(OrjsonFormatter):
         return self._redact(super().format(record))
 
     def format_event(self, level: int, message: str, fields: dict[str, Any], t: float | None = None,
-                     request_id: Any = _NOW) -> str:
-        """``t`` and ``request_id``: the moment and request the line is about, when it is
+                     request_id: Any = _NOW) -> bytes:
+        """One of the gateway's own lines, as UTF-8 bytes (no LogRecord, no decode and
+        re-encode on the way to stdout): the same JSON the LogRecord path gives. ``t``
+        and ``request_id``: the moment and request the line is about, when it is
         formatted later (``event_later``); by default now's, from the context."""
         if t is None:
             t = time.time()
@@ -85,14 +92,19 @@ class GatewayFormatter(OrjsonFormatter):
         if sec != self._ts_sec:
             self._ts_sec = sec
             self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        base = {"timestamp": f"{self._ts_prefix}.{int((t - sec) * 1000):03d}Z",
-                "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower(),
-                "message": message, "request_id": request_id}
-        data = base.copy()
-        data.update(fields)
-        if len(data) != len(base) + len(fields):  # a field named like a base key: the base key wins
-            data.update(base)
-        return self._redact(self.jsonify_log_record(data))
+        ts = self._ts_prefix + _MILLIS[int((t - sec) * 1000)]
+        lvl = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
+        data = {"timestamp": ts, "level": lvl, "message": message, "request_id": request_id, **fields}
+        if len(data) != 4 + len(fields):  # a field named like a base key: the base key wins
+            data.update(timestamp=ts, level=lvl, message=message, request_id=request_id)
+        try:  # str keys throughout, as almost always: orjson's faster path
+            out = orjson.dumps(data, default=self.json_default)
+        except TypeError:  # a nested dict with other keys (OPT_NON_STR_KEYS, as the LogRecord path)
+            out = orjson.dumps(data, default=self.json_default, option=orjson.OPT_NON_STR_KEYS)
+        for secret in self._secrets_b:
+            if out.find(secret) >= 0:  # not ``in``: that raises and clears a TypeError inside CPython
+                out = out.replace(secret, b"[REDACTED]")
+        return out
 
     def _redact(self, out: str) -> str:
         for s in self.secrets:
@@ -129,26 +141,29 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
 
 
 class LineHandler(logging.Handler):
-    """Writes formatted lines; inside a running event loop they are batched per iteration."""
+    """Writes formatted lines; inside a running event loop they are batched per iteration.
+
+    Lines are kept as UTF-8 bytes and written to the stream's binary buffer when it has
+    one (``sys.stdout.buffer``), else decoded for a text stream (a ``StringIO`` in tests)."""
 
     def __init__(self, stream: Any) -> None:
         super().__init__()
         self.stream = stream
-        self._pending: list[str] = []
+        self._pending: list[bytes | tuple[Any, ...]] = []
         self._scheduled = False
         atexit.register(self.flush)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            line = self.format(record).encode()
         except Exception:
             self.handleError(record)
             return
-        self._queue(line)
+        self._queue(line)  # Handler.handle holds the lock
 
     def emit_event(self, level: int, message: str, fields: dict[str, Any]) -> None:
         """The gateway's own event lines: the same JSON as ``emit`` gives, made straight
-        from the fields (no LogRecord), serialised by the python-json-logger formatter."""
+        from the fields (no LogRecord)."""
         fmt: GatewayFormatter = self.formatter  # type: ignore[assignment]
         try:
             line = fmt.format_event(level, message, fields)
@@ -164,7 +179,7 @@ class LineHandler(logging.Handler):
         with self.lock:  # type: ignore[union-attr]
             self._queue(entry)
 
-    def _queue(self, line: str | tuple[Any, ...]) -> None:
+    def _queue(self, line: bytes | tuple[Any, ...]) -> None:
         self._pending.append(line)
         if self._scheduled:
             return
@@ -177,25 +192,33 @@ class LineHandler(logging.Handler):
         loop.call_soon(self.flush)
 
     def _write(self) -> None:
-        if self._pending:
-            lines, self._pending = self._pending, []
-            if any(type(line) is tuple for line in lines):
-                lines = [line if type(line) is str else self._format_deferred(line) for line in lines]
-                lines = [line for line in lines if line]  # a line that failed to format was reported
-            try:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):  # stdout closed or gone: nothing left to tell
-                pass
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        parts = [line if type(line) is bytes else self._format_deferred(line) for line in lines]
+        if b"" in parts:  # a deferred line that failed to format was reported instead
+            parts = [p for p in parts if p]
+        out = b"\n".join(parts) + b"\n"
+        stream = self.stream
+        try:
+            binary = getattr(stream, "buffer", None)
+            if binary is not None:
+                binary.write(out)
+                binary.flush()
+            else:
+                stream.write(out.decode())
+                stream.flush()
+        except (OSError, ValueError):  # stdout closed or gone: nothing left to tell
+            pass
 
-    def _format_deferred(self, entry: tuple[Any, ...]) -> str:
+    def _format_deferred(self, entry: tuple[Any, ...]) -> bytes:
         t, level, message, fields, request_id = entry
         try:
             fmt: GatewayFormatter = self.formatter  # type: ignore[assignment]
             return fmt.format_event(level, message, fields, t, request_id)
         except Exception:
             self.handleError(logging.LogRecord("llm_gateway", level, "", 0, message, None, None))
-            return ""
+            return b""
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]

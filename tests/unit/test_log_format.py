@@ -54,3 +54,25 @@ async def test_a_deferred_line_keeps_its_place_time_and_request_id(monkeypatch) 
         "first", "req-a", "second", "req-b")
     assert first["detail"] == "[REDACTED]"
     assert first["timestamp"] < second["timestamp"]  # taken when logged, not when formatted
+
+
+async def test_lines_reach_a_binary_stream_in_order_as_utf8() -> None:
+    """stdout's own buffer gets the bytes (no decode and re-encode); the gateway's lines,
+    deferred ones and third-party records keep their order, non-ASCII text survives, a
+    nested dict with non-string keys is still written, and secrets are still replaced."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8")
+    handler = setup_logging("info", ["sk-live-secret-1234"], stream=stream)
+    from llm_gateway.logging import event_later
+
+    try:
+        event_later(logging.INFO, "first", event="request", detail="héllo ✓ sk-live-secret-1234")
+        logging.getLogger("aiohttp.server").warning("third-party %s", "record")
+        event(logging.INFO, "third", event="response", counts={1: "one"})
+    finally:
+        handler.flush()
+    lines = [orjson.loads(x) for x in raw.getvalue().splitlines()]
+    assert [x["message"] for x in lines] == ["first", "third-party record", "third"]
+    assert lines[0]["detail"] == "héllo ✓ [REDACTED]"
+    assert lines[2]["counts"] == {"1": "one"}
+    assert raw.getvalue().endswith(b"\n") and b"\n\n" not in raw.getvalue()
