@@ -169,11 +169,14 @@ class SSEResponse(web.StreamResponse):
 
     _send_headers_immediately = False
     _direct: Any = None  # aiohttp's StreamWriter, once the direct path is known to be safe
+    _transport: Any = None  # its transport then (the connection's, for the response's life)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._direct is None:
             await super().write(data)
             self._direct = self._direct_writer()
+            if self._direct is not None:
+                self._transport = self._direct.transport
         elif not self.write_nowait(data):
             await self._direct.drain()  # the client reads slower than we write: wait for it
 
@@ -186,12 +189,23 @@ class SSEResponse(web.StreamResponse):
         """Write now (only once ``nowait``); False when the client's buffer is full and
         ``drain()`` should be awaited before writing more."""
         w = self._direct
-        transport = w.transport
+        transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
         if data:
             transport.write(b"%x\r\n%b\r\n" % (len(data), data))
             w.output_size += len(data)
+        return not w._protocol._paused
+
+    def write_event_nowait(self, payload: bytes) -> bool:
+        """``write_nowait(frame(payload))`` in one step: one ``data:`` event (``payload``
+        is its JSON), framed for SSE and as an HTTP chunk by one bytes format."""
+        w = self._direct
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        transport.write(b"%x\r\ndata: %b\n\n\r\n" % (len(payload) + 8, payload))
+        w.output_size += len(payload) + 8
         return not w._protocol._paused
 
     async def drain(self) -> None:

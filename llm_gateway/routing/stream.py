@@ -142,17 +142,22 @@ class LiveStream:
         try:
             out = feed(ev)
         except ValueError as e:
-            seg.malformed += 1
-            event(logging.WARNING, "skipped a malformed stream event", event="error",
-                  error_type="malformed_event", status=None, provider=seg.target.provider,
-                  model=seg.target.model, attempt=self.ctx.attempts, detail=str(e)[:200])
-            if seg.malformed > 1:
-                raise errors.UpstreamBadResponse(
-                    f"{seg.target.provider} sent more than one malformed stream event") from None
+            self._malformed(e)
             return
         if seg.continuation:
             out = self._splice(out)
         self.pending.extend(out)
+
+    def _malformed(self, e: ValueError) -> None:
+        """One malformed event is skipped (and logged); a second fails the segment."""
+        seg = self.seg
+        seg.malformed += 1
+        event(logging.WARNING, "skipped a malformed stream event", event="error",
+              error_type="malformed_event", status=None, provider=seg.target.provider,
+              model=seg.target.model, attempt=self.ctx.attempts, detail=str(e)[:200])
+        if seg.malformed > 1:
+            raise errors.UpstreamBadResponse(
+                f"{seg.target.provider} sent more than one malformed stream event") from None
 
     def _has_content(self) -> bool:
         tr = self.seg.translator
@@ -264,13 +269,23 @@ class LiveStream:
         try:
             self._deadline = self._loop.time() + self._idle
             seg = self.seg
-            self._take(data)
-            if self.pending:
+            tr = seg.translator
+            raw = seg.parser.single(data)
+            if raw is not None and not seg.continuation and not tr.done:
+                # The common piece, one event of a segment that is not a continuation:
+                # ``_take`` and ``_event`` inlined (this runs per streamed chunk).
+                try:
+                    out = tr.feed_data(raw)
+                except ValueError as e:
+                    self._malformed(e)
+                    out = ()
+            else:
+                self._take(data)
                 out, self.pending = self.pending, []
-                if not self._client.write_nowait(out):  # type: ignore[union-attr]
-                    self._wake()  # the client's buffer is full: the task waits for it
-                    return
-            if seg.translator.done:
+            if out and not self._client.write_nowait(out):  # type: ignore[union-attr]
+                self._wake()  # the client's buffer is full: the task waits for it
+                return
+            if tr.done:
                 self._wake()
         except Exception as e:  # noqa: BLE001 - handed to the task, raised there
             self._push_error = e

@@ -32,6 +32,7 @@ class Fault:
     cut_after: int | None = None  # stream: drop the connection after N events
     stall_after: int | None = None  # stream: go silent after N events, connection open
     malformed_at: int | tuple[int, ...] | None = None  # stream: garbage before event N (0-based), or each of several
+    malformed_glued: bool = False  # stream: that garbage and event N in one write (one network piece)
     error_at: int | None = None  # stream: an in-stream error event instead of event N
     hold_after: int | None = None  # stream: after N events wait for ``hold`` to be set, then go on
     hold: asyncio.Event | None = None
@@ -161,6 +162,10 @@ class FakeVendor:
                     await fault.hold.wait()
                 malformed = fault.malformed_at
                 if malformed is not None and i in (malformed if isinstance(malformed, tuple) else (malformed,)):
+                    if fault.malformed_glued:
+                        await resp.write(b"data: {this is not json\n\n" + ev)
+                        await asyncio.sleep(0)
+                        continue
                     await resp.write(b"data: {this is not json\n\n")
                 if fault.error_at is not None and i == fault.error_at:
                     await resp.write(self.stream_error_event())

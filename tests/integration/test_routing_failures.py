@@ -329,9 +329,10 @@ async def test_stalled_stream_continued_on_fallback(gateway, vendor_env, fake_op
     assert errs and errs[0]["error_type"] == "upstream_timeout"
 
 
-async def test_single_malformed_event_skipped(gateway, vendor_env, fake_openai):
+@pytest.mark.parametrize("glued", [False, True], ids=["own-piece", "glued-to-the-next-event"])
+async def test_single_malformed_event_skipped(gateway, vendor_env, fake_openai, glued):
     gw = await gateway(vendor_env)
-    fake_openai.inject(Fault(malformed_at=2))
+    fake_openai.inject(Fault(malformed_at=2, malformed_glued=glued))
     status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
     assert stream_text(raw) == "Hello from fake OpenAI."
     assert sse_events(raw)[-1] == (None, "[DONE]")
