@@ -118,11 +118,10 @@ class _PushReader(StreamReader):
             push(data)
         return False
 
-    def begin_http_chunk_receiving(self) -> None:
-        pass
-
-    def end_http_chunk_receiving(self) -> None:
-        pass
+    # The parser calls these around every HTTP chunk; chunk boundaries are not tracked
+    # here. A C callable that takes no arguments (``tuple()``) instead of two Python
+    # no-op methods: no frame per call, twice per streamed chunk.
+    begin_http_chunk_receiving = end_http_chunk_receiving = tuple
 
     def feed_eof(self) -> None:
         StreamReader.feed_eof(self)
