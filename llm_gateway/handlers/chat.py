@@ -210,9 +210,12 @@ class _Client:
         await self.resp.write(self._bytes(batch))
 
     def write_nowait(self, batch: list[Any]) -> bool:
-        if self.recorder is None and len(batch) == 1 and type(batch[0]) is bytes:  # one chunk as received
-            return self.resp.write_event_nowait(batch[0])
         return self.resp.write_nowait(self._bytes(batch))
+
+    @property
+    def write_event_nowait(self) -> Callable[[bytes], bool] | None:
+        """A chunk as received goes straight to the response, unless it is being recorded."""
+        return self.resp.write_event_nowait if self.recorder is None else None
 
     async def drain(self) -> None:
         await self.resp.drain()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -79,6 +80,11 @@ class ClientWriter(Protocol):
         """Write now, without waiting; False when the client's buffer is full (``drain``)."""
         ...
 
+    #: optional: one chunk passed through as received (its JSON bytes) written now, as
+    #: ``write_nowait([chunk])`` would; None (or absent) when every batch must go
+    #: through ``write_nowait`` (the answer is being recorded for the cache, say)
+    write_event_nowait: Callable[[bytes], bool] | None
+
     async def drain(self) -> None:
         """Wait while the client's buffer is full (at once when it is not)."""
         ...
@@ -97,6 +103,7 @@ class LiveStream:
         self._next = seg.up.next_chunk
         self._push = getattr(seg.up, "push", None)  # None: this stream is read by the task only
         self._client: ClientWriter | None = None
+        self._write_event: Callable[[bytes], bool] | None = None  # the client's, while pushing
         self._woken: asyncio.Future[None] | None = None
         self._push_error: Exception | None = None
         self._idle = 0.0
@@ -246,15 +253,16 @@ class LiveStream:
             return False
         fut = self._loop.create_future()
         self._client, self._woken = client, fut
+        self._write_event = getattr(client, "write_event_nowait", None)
         self._idle = timeout
         self._push_error = None  # one a timeout overtook belonged to the segment that failed
         if not push(self._on_data, self._wake):
-            self._client = self._woken = None
+            self._client = self._woken = self._write_event = None
             return False
         try:
             await self._watched(fut, timeout, False)
         finally:
-            self._client = self._woken = None
+            self._client = self._woken = self._write_event = None
             self.seg.up.unpush()  # type: ignore[attr-defined]
         err = self._push_error
         if err is not None:
@@ -282,9 +290,15 @@ class LiveStream:
             else:
                 self._take(data)
                 out, self.pending = self.pending, []
-            if out and not self._client.write_nowait(out):  # type: ignore[union-attr]
-                self._wake()  # the client's buffer is full: the task waits for it
-                return
+            if out:
+                write_event = self._write_event
+                if write_event is not None and len(out) == 1 and type(out[0]) is bytes:
+                    room = write_event(out[0])
+                else:
+                    room = self._client.write_nowait(out)  # type: ignore[union-attr]
+                if not room:
+                    self._wake()  # the client's buffer is full: the task waits for it
+                    return
             if tr.done:
                 self._wake()
         except Exception as e:  # noqa: BLE001 - handed to the task, raised there
