@@ -35,6 +35,8 @@ the errors middleware turns them into the OpenAI envelope
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 
@@ -89,13 +91,13 @@ class GatewayError(Exception):
         return {}
 
 
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
 def _snake(name: str) -> str:
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i:
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
+    """``UpstreamTimeout`` -> ``upstream_timeout``; an acronym stays one word
+    (``InvalidJSON`` -> ``invalid_json``, not ``invalid_j_s_o_n``)."""
+    return _WORD_START.sub("_", name).lower()
 
 
 # ---------------------------------------------------------------- the caller's fault

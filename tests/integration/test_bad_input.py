@@ -89,3 +89,17 @@ async def test_bad_request_id_header_is_replaced(gateway):
         assert r.status == 200
         assert len(r.headers["X-Request-ID"]) == 36
         assert await r.json() == {"status": "ok"}
+
+
+async def test_error_types_in_logs_are_readable_snake_case(gateway):
+    """``error_type`` (logs, ledger, /api/requests) is the error class in snake case; an
+    acronym stays one word: ``InvalidJSON`` is ``invalid_json``."""
+    from llm_gateway import errors
+
+    assert errors.InvalidJSON("x").error_type == "invalid_json"
+    assert errors.UpstreamAuthFailed("x").error_type == "upstream_auth_failed"
+    gw = await gateway({})
+    async with gw.http.post(gw.url + "/v1/chat/completions", data=b"{not json",
+                            headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400
+    assert [e["error_type"] for e in gw.events("error")] == ["invalid_json"]
