@@ -19,7 +19,7 @@ import pytest
 
 from llm_gateway import errors
 from llm_gateway.adapters.base import UpstreamRequest
-from llm_gateway.upstream import HttpTransport, UpstreamPool
+from llm_gateway.upstream import HttpTransport, UpstreamPool, _Deadlines
 
 Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # -> keep the connection open?
 
@@ -648,3 +648,65 @@ async def test_push_mode_hands_on_a_gzip_stream_decompressed(serve, pool) -> Non
     assert b"".join(await pushed_until_woken(st, gate)) == b"data: 2\n\ndata: 3\n\n"
     assert await st.next_chunk() == b""
     assert pool.idle_connections == 1
+
+
+async def test_deadlines_of_several_lengths_share_one_timer():
+    """Upstream deadlines hang off one loop timer: each fires at its own time, in order
+    across lengths; one settled in time never fires, and nothing is kept once all are
+    settled."""
+    deadlines = _Deadlines()
+    loop = asyncio.get_running_loop()
+    armed = []
+    call_at = loop.call_at
+
+    def counting_call_at(when, cb, *args):
+        armed.append(when)
+        return call_at(when, cb, *args)
+
+    loop.call_at = counting_call_at  # type: ignore[method-assign]
+    outcome: dict[str, tuple[str, float]] = {}
+    start = loop.time()
+
+    async def call(name: str, timeout: float, until: asyncio.Event) -> None:
+        try:
+            with deadlines(timeout):
+                await until.wait()
+            outcome[name] = ("done", loop.time() - start)
+        except TimeoutError:
+            outcome[name] = ("timeout", loop.time() - start)
+
+    release, never = asyncio.Event(), asyncio.Event()
+    try:
+        long_ = asyncio.create_task(call("long", 30.0, release))
+        short = asyncio.create_task(call("short", 0.05, never))
+        middle = asyncio.create_task(call("middle", 0.1, never))
+        await asyncio.sleep(0)
+        assert deadlines.pending() == 3
+        assert len(armed) == 2  # the first deadline, then the sooner "short" one; not "middle"
+        await short
+        assert outcome["short"][0] == "timeout" and 0.05 - 0.002 <= outcome["short"][1]
+        await middle
+        assert outcome["middle"][0] == "timeout" and outcome["middle"][1] >= 0.1 - 0.002
+        release.set()
+        await long_
+        assert outcome["long"][0] == "done"
+        assert deadlines.pending() == 0
+    finally:
+        loop.call_at = call_at  # type: ignore[method-assign]
+        deadlines.close()
+
+
+async def test_a_deadline_leaves_an_outside_cancel_alone():
+    deadlines = _Deadlines()
+
+    async def call() -> None:
+        with deadlines(30.0):
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(call())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert deadlines.pending() == 0
+    deadlines.close()
