@@ -246,6 +246,8 @@ class Metrics:
         self._providers = _Capped()
         self._models = _Capped()
         self._tenants = _Capped()
+        #: (route, provider, model, status) -> the children every request updates, found once
+        self._every_request: dict[tuple[str, str, str, int], tuple[Any, Any, Any]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(r))
         for result in ("hit", "miss", "bypass", "coalesced"):
@@ -256,9 +258,16 @@ class Metrics:
         route = route_of(request)
         provider = self._providers(ctx.provider or "")
         model = self._models(ctx.model or "")
-        self.requests.labels(route, provider, model, str(status)).inc()
-        self.latency.labels(route).observe(ctx.elapsed_ms() / 1000.0)
-        self.overhead.labels(route).observe(ctx.overhead_ms() / 1000.0)
+        key = (route, provider, model, status)
+        children = self._every_request.get(key)
+        if children is None:  # as many keys as the requests counter has children
+            children = self._every_request[key] = (
+                self.requests.labels(route, provider, model, str(status)), self.latency.labels(route),
+                self.overhead.labels(route))
+        requests, latency, overhead = children
+        requests.inc()
+        latency.observe(ctx.elapsed_ms() / 1000.0)
+        overhead.observe(ctx.overhead_ms() / 1000.0)
         if ctx.upstream_s > 0.0:
             self.upstream.labels(provider, model).observe(ctx.upstream_s)
         if ctx.first_token_s is not None:
