@@ -36,7 +36,6 @@ the errors middleware turns them into the OpenAI envelope
 from __future__ import annotations
 
 import re
-
 from typing import Any
 
 
