@@ -57,6 +57,8 @@ import procfs  # noqa: E402
 GATEWAY_KEY = "sk-bench-gateway-key"
 UPSTREAM_KEY = "sk-bench-upstream-key"
 MODEL = "gpt-4o-mini"
+#: the column of bench/passthrough.py, a bare aiohttp pass-through (the framework with no features)
+REFERENCE = "bare aiohttp"
 
 #: workload sizes per mode (seconds unless named otherwise)
 PROFILES: dict[str, dict[str, Any]] = {
@@ -178,6 +180,14 @@ class Upstream:
 
     def requests_served(self) -> int:
         return int(json.loads(http("GET", self.base + "/_bench/stats")[2])["requests"])
+
+
+class Passthrough:
+    """bench/passthrough.py: a bare aiohttp pass-through, measured in (a) and (c) beside the gateway."""
+
+    def __init__(self, children: Children, upstream: str) -> None:
+        self.proc, port = start_listening(children, "passthrough.py", "--upstream", upstream)
+        self.base = f"http://127.0.0.1:{port}"
 
 
 class Relay:
@@ -427,7 +437,7 @@ def evaluate_targets(res: dict[str, Any], who: str) -> list[dict[str, Any]]:
 
 def print_table(res: dict[str, Any], peer: str | None) -> None:
     w = res["workloads"]
-    cols = ["direct", "gateway"] + ([peer] if peer else [])
+    cols = ["direct", "gateway"] + ([peer] if peer else []) + ([REFERENCE] if REFERENCE in w["latency_c1"] else [])
     rows: list[tuple[str, list[Any], str, str]] = []
     targets = {(t["workload"], t["metric"]): t for t in res["targets"] if t["who"] == "gateway"}
 
@@ -568,7 +578,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-wrk", action="store_true", help="use the asyncio client even if wrk is installed")
     p.add_argument("--no-install", action="store_true", help="never try 'apt-get install wrk' when root")
     p.add_argument("--no-cache-run", action="store_true", help="skip workload (e), the cache-hit gateway")
-    p.add_argument("--no-floor", action="store_true", help="skip workload (c) through a raw TCP relay (the floor)")
+    p.add_argument("--no-floor", action="store_true", help="skip the floors: workload (c) through a raw TCP relay, "
+                   "(a) and (c) through a bare aiohttp pass-through")
     p.add_argument("--requests", type=int, help="soak size (default 100,000; --quick 8,000)")
     p.add_argument("--concurrency", type=int, default=64, help="connections for workload (b)")
     p.add_argument("--upstream-latency-ms", type=float, default=50.0, help="upstream latency for workload (b)")
@@ -645,8 +656,12 @@ def run(args: argparse.Namespace) -> int:
                 print("note: could not find the peer's process: its CPU and memory are not measured (--peer-pid)")
             targets.append(peer)
 
+        ref = None  # the framework's floor: aiohttp's server and client with none of the gateway's features
+        if not args.no_floor:
+            pt = Passthrough(children, up.base)
+            ref = Target(REFERENCE, pt.base + "/v1", None, MODEL, pt.proc.pid)
         # Fail fast on a misconfiguration rather than measure error pages.
-        for t in targets:
+        for t in targets + ([ref] if ref else []):
             for stream in (False, True):
                 status, _, body = http("POST", t.url, t.body(stream), t.headers(), timeout=10)
                 if status != 200:
@@ -673,14 +688,17 @@ def run(args: argparse.Namespace) -> int:
                   "using the CPUs, the figures will be noisy", flush=True)
         # (a)
         up.configure(latency_ms=0)
-        w["latency_c1"] = each("(a) concurrency 1", lambda t: bench.nonstream(t, up, 1, prof["lat_s"]), targets)
+        with_ref = targets + ([ref] if ref else [])
+        w["latency_c1"] = each("(a) concurrency 1", lambda t: bench.nonstream(t, up, 1, prof["lat_s"]), with_ref)
         # (b)
         up.configure(latency_ms=args.upstream_latency_ms)
         w["throughput_c64"] = each(f"(b) {args.concurrency} connections",
                                    lambda t: bench.nonstream(t, up, args.concurrency, prof["tput_s"]), targets)
         # (c)
         up.configure(latency_ms=0, chunks=prof["chunks"], interval_ms=prof["interval_ms"])
-        w["streams"] = each("(c) streams", lambda t: bench.streams(t, up), targets)
+        w["streams"] = each("(c) streams", lambda t: bench.streams(t, up), with_ref)
+        if ref is not None:
+            children.stop(pt.proc)
         if not args.no_floor:  # the same streams through a raw TCP relay: what the machine itself costs
             print("  (c) streams: floor (raw TCP relay) ...", flush=True)
             relay = Relay(children, up.port)
@@ -695,12 +713,12 @@ def run(args: argparse.Namespace) -> int:
 
         for wl in ("latency_c1", "throughput_c64"):
             base = w[wl]["direct"]
-            for t in targets[1:]:
-                r = w[wl][t.name]
+            for name in [n for n in w[wl] if n != "direct"]:
+                r = w[wl][name]
                 r["added_p50_ms"] = r["p50_ms"] - base["p50_ms"]
                 r["added_p99_ms"] = r["p99_ms"] - base["p99_ms"]
                 r["ratio"] = r["rps"] / base["rps"] if base["rps"] else None
-        for name in [t.name for t in targets[1:]] + (["floor"] if "floor" in w["streams"] else []):
+        for name in [n for n in w["streams"] if n != "direct"]:
             for k in ("ttft_p50_ms", "burst_ttft_p50_ms"):
                 w["streams"][name]["added_" + k] = w["streams"][name][k] - w["streams"]["direct"][k]
 
@@ -730,6 +748,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"floor for (c): the same streams through a raw TCP relay (bench/relay.py: no HTTP parsing, "
                   f"bytes copied as they arrive): {fmt(fl.get('cpu_us_per_chunk'))} CPU-µs per chunk, "
                   f"added TTFT p50 {fmt(fl.get('added_ttft_p50_ms'))} ms")
+        if REFERENCE in w["latency_c1"]:
+            print(f"{REFERENCE!r} column: (a) and (c) through bench/passthrough.py, aiohttp's server and client "
+                  "forwarding each request and each streamed piece as read, with none of the gateway's features "
+                  "(the framework's own cost on this machine)")
         ch = w.get("cache_hit", {}).get("gateway")
         if ch is not None and ch.get("x_gateway_cache") != "HIT":
             print(f"note: the cache run's repeat request answered X-Gateway-Cache={ch.get('x_gateway_cache')!r}: "

@@ -44,6 +44,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert streams["ttft_p50_ms"] > 0 and streams["cpu_us_per_chunk"] > 0
     floor = w["streams"]["floor"]  # the same streams through bench/relay.py, byte for byte
     assert floor["chunks"] == streams["chunks"] and floor["incomplete"] == 0 and floor["errors"] == 0
+    ref = w["streams"]["bare aiohttp"]  # bench/passthrough.py: the framework with none of the features
+    assert ref["chunks"] == streams["chunks"] and ref["incomplete"] == 0 and ref["errors"] == 0
+    assert w["latency_c1"]["bare aiohttp"]["requests"] > 0 and w["latency_c1"]["bare aiohttp"]["errors"] == 0
+    assert "bare aiohttp" not in w["throughput_c64"]  # measured in (a) and (c) only
     assert res["machine"]["work_after_idle_ratio"] > 0
     soak = w["soak"]["gateway"]
     assert soak["requests"] >= res["profile"]["soak_n"] * 0.99 and soak["rss_10_mb"] > 0 and soak["rss_100_mb"] > 0
