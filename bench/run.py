@@ -579,7 +579,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="never try 'apt-get install wrk' when root")
     p.add_argument("--no-cache-run", action="store_true", help="skip workload (e), the cache-hit gateway")
     p.add_argument("--no-floor", action="store_true", help="skip the floors: workload (c) through a raw TCP relay, "
-                   "(a) and (c) through a bare aiohttp pass-through")
+                   "(a), (b) and (c) through a bare aiohttp pass-through")
     p.add_argument("--requests", type=int, help="soak size (default 100,000; --quick 8,000)")
     p.add_argument("--concurrency", type=int, default=64, help="connections for workload (b)")
     p.add_argument("--upstream-latency-ms", type=float, default=50.0, help="upstream latency for workload (b)")
@@ -693,7 +693,7 @@ def run(args: argparse.Namespace) -> int:
         # (b)
         up.configure(latency_ms=args.upstream_latency_ms)
         w["throughput_c64"] = each(f"(b) {args.concurrency} connections",
-                                   lambda t: bench.nonstream(t, up, args.concurrency, prof["tput_s"]), targets)
+                                   lambda t: bench.nonstream(t, up, args.concurrency, prof["tput_s"]), with_ref)
         # (c)
         up.configure(latency_ms=0, chunks=prof["chunks"], interval_ms=prof["interval_ms"])
         w["streams"] = each("(c) streams", lambda t: bench.streams(t, up), with_ref)
@@ -749,7 +749,7 @@ def run(args: argparse.Namespace) -> int:
                   f"bytes copied as they arrive): {fmt(fl.get('cpu_us_per_chunk'))} CPU-µs per chunk, "
                   f"added TTFT p50 {fmt(fl.get('added_ttft_p50_ms'))} ms")
         if REFERENCE in w["latency_c1"]:
-            print(f"{REFERENCE!r} column: (a) and (c) through bench/passthrough.py, aiohttp's server and client "
+            print(f"{REFERENCE!r} column: (a), (b) and (c) through bench/passthrough.py, aiohttp's server and client "
                   "forwarding each request and each streamed piece as read, with none of the gateway's features "
                   "(the framework's own cost on this machine)")
         ch = w.get("cache_hit", {}).get("gateway")

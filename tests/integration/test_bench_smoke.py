@@ -47,7 +47,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     ref = w["streams"]["bare aiohttp"]  # bench/passthrough.py: the framework with none of the features
     assert ref["chunks"] == streams["chunks"] and ref["incomplete"] == 0 and ref["errors"] == 0
     assert w["latency_c1"]["bare aiohttp"]["requests"] > 0 and w["latency_c1"]["bare aiohttp"]["errors"] == 0
-    assert "bare aiohttp" not in w["throughput_c64"]  # measured in (a) and (c) only
+    tput = w["throughput_c64"]["bare aiohttp"]  # and (b): the throughput ratio the framework itself reaches
+    assert tput["requests"] > 0 and tput["errors"] == 0 and tput["ratio"] > 0
     assert res["machine"]["work_after_idle_ratio"] > 0
     soak = w["soak"]["gateway"]
     assert soak["requests"] >= res["profile"]["soak_n"] * 0.99 and soak["rss_10_mb"] > 0 and soak["rss_100_mb"] > 0
