@@ -32,6 +32,7 @@ Message, content-part and tool conversion lives in ``anthropic_tools.py``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Mapping
@@ -76,6 +77,21 @@ _ERROR_STATUS = {
     "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529,
 }
 _CONTEXT = re.compile(r"prompt is too long|context (limit|window|length)", re.I)
+
+
+_CONTACT = re.compile(r"@|^\s*\+?[\d\s().-]{7,}\s*$")
+#: 429 ``error.details.error_code`` values that waiting does not cure
+_SPEND_LIMITS = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
+
+
+def user_id(user: Any) -> Any:
+    """OpenAI ``user`` -> Anthropic ``metadata.user_id``. Anthropic asks for an opaque id and
+    answers 400 to one that looks like an e-mail address or a phone number, which OpenAI
+    takes (and apps send): those, and ids over Anthropic's 256 characters, go out as their
+    SHA-256 (hex), the same user always the same id."""
+    if isinstance(user, str) and (len(user) > 256 or _CONTACT.search(user)):
+        return hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()
+    return user
 
 
 def usage_of(u: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -138,9 +154,12 @@ class AnthropicAdapter(Adapter):
             stops = [stop] if isinstance(stop, str) else stop
             if not isinstance(stops, list) or not all(isinstance(x, str) for x in stops):
                 raise errors.BadRequest("'stop' must be a string or an array of strings.", param="stop")
+            if not all(x.strip() for x in stops):
+                raise unsupported("Anthropic refuses a stop sequence that is empty or only whitespace (such as "
+                                  "\"\\n\"); remove it from 'stop', or route to another provider.", "stop")
             body["stop_sequences"] = stops
         if req.get("user") is not None:
-            body["metadata"] = {"user_id": req["user"]}
+            body["metadata"] = {"user_id": user_id(req["user"])}
         convert_tools(req, body)
         if stream:
             body["stream"] = True
@@ -199,10 +218,12 @@ class AnthropicAdapter(Adapter):
         return max(waits) if waits else None
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> errors.GatewayError:
-        etype, msg = "", ""
+        etype, msg, ecode = "", "", ""
         try:
             err = orjson.loads(body)["error"]
             etype, msg = str(err.get("type") or ""), str(err.get("message") or "")
+            details = err.get("details")
+            ecode = str(details.get("error_code") or "") if isinstance(details, dict) else ""
         except Exception:
             msg = body[:200].decode("utf-8", "replace").strip() if body else ""
         key = self.provider.api_key.get() if self.provider.api_key else ""
@@ -221,6 +242,10 @@ class AnthropicAdapter(Adapter):
         if status == 413:
             return errors.PayloadTooLarge(text, **kw)
         if status == 429:
+            if ecode in _SPEND_LIMITS:  # a spend limit: not a rate limit, waiting does not cure it
+                err = errors.RateLimited(text, code="upstream_quota_exhausted", **kw)
+                err.retryable = False
+                return err
             return errors.RateLimited(text, retry_after=parse_retry_after(headers), **kw)
         if status == 529 or etype == "overloaded_error":
             return errors.Overloaded(text, retry_after=parse_retry_after(headers), **kw)
@@ -248,6 +273,12 @@ class AnthropicStreamTranslator(StreamTranslator):
     created: int = field(default_factory=lambda: int(time.time()))
     raw_usage: dict[str, Any] = field(default_factory=dict)
     tools: dict[int, int] = field(default_factory=dict)  # Anthropic block index -> tool_calls index
+    #: tool blocks whose arguments have not been streamed yet (a tool called without input
+    #: streams only ``partial_json: ""``: its arguments are "{}" at the block's end)
+    no_args: set[int] = field(default_factory=set)
+
+    def identity(self) -> tuple[Any, Any, Any, Any]:
+        return self.id, self.created, self.model, None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
@@ -278,6 +309,8 @@ class AnthropicStreamTranslator(StreamTranslator):
                 return [self._chunk({"content": block["text"]})]
             if block.get("type") == "tool_use":
                 n = self.tools[data.get("index", 0)] = len(self.tools)
+                self.tools_seen = True
+                self.no_args.add(data.get("index", 0))
                 call = {"index": n, "id": block.get("id"), "type": "function",
                         "function": {"name": block.get("name"), "arguments": ""}}
                 return [self._chunk({"tool_calls": [call]})]
@@ -290,6 +323,7 @@ class AnthropicStreamTranslator(StreamTranslator):
             if delta.get("type") == "input_json_delta" and data.get("index") in self.tools:
                 part = delta.get("partial_json") or ""
                 if part:
+                    self.no_args.discard(data["index"])
                     call = {"index": self.tools[data["index"]], "function": {"arguments": part}}
                     return [self._chunk({"tool_calls": [call]})]
             return []  # thinking, signature, citations deltas are not content
@@ -313,7 +347,11 @@ class AnthropicStreamTranslator(StreamTranslator):
             if adapter is None:
                 raise errors.UpstreamUnavailable(f"Anthropic stream error: {err.get('message')}")
             raise adapter.parse_error(status, {}, event.data.encode())
-        return []  # content_block_stop and unknown future events
+        if kind == "content_block_stop" and data.get("index") in self.no_args:
+            self.no_args.discard(data["index"])
+            call = {"index": self.tools[data["index"]], "function": {"arguments": "{}"}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []  # other content_block_stop events and unknown future events
 
 
 def _seconds_until(stamp: str | None) -> float:

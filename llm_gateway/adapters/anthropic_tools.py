@@ -8,6 +8,7 @@ Checked on 2026-11-26 against the anthropic SDK 2.14.0 param types (``message_pa
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -21,6 +22,31 @@ from .. import errors
 _MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "prefix", "refusal",
                            "annotations", "reasoning_content"})
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.S)
+#: what Anthropic accepts as a ``tool_use`` id (``tool_use.id: String should match pattern``)
+_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
+_NOT_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def tool_id(value: Any) -> Any:
+    """A tool-call id Anthropic accepts. OpenAI takes any string, and ids written by other
+    vendors (``functions.get_weather:0``) or by the client reach us in replayed history;
+    an id outside ``[a-zA-Z0-9_-]+`` becomes its allowed characters plus a short hash of
+    the whole id, the same for the ``tool_use`` and its ``tool_result``, so pairs still
+    match and two ids never collapse into one."""
+    if not isinstance(value, str) or _TOOL_ID.fullmatch(value):
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{_NOT_ID.sub('_', value)}_{digest}"
+
+
+def _add_text(out: list[dict[str, Any]], text: str) -> None:
+    """Append a text block. Anthropic refuses empty and whitespace-only text blocks: such
+    text joins the previous text block of the message, or is left out when there is none
+    (it carries nothing a model could read)."""
+    if text.strip():
+        out.append({"type": "text", "text": text})
+    elif text and out and out[-1]["type"] == "text":
+        out[-1]["text"] += text
 
 
 def unsupported(message: str, param: str) -> errors.UnsupportedParameter:
@@ -51,19 +77,22 @@ def _image(url: str, where: str) -> dict[str, Any]:
 
 
 def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
-    """User/assistant content -> Anthropic content blocks (empty text is left out)."""
+    """User/assistant content -> Anthropic content blocks (empty and whitespace-only text
+    is left out or joins the text before it: see ``_add_text``)."""
     if content is None:
         return []
+    out: list[dict[str, Any]] = []
     if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
+        _add_text(out, content)
+        return out
     if not isinstance(content, list):
         raise errors.BadRequest(f"{where} must be a string or a list of content parts.", param=where)
-    out: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            if part.get("text"):
-                out.append({"type": "text", "text": part["text"]})
+            text = part.get("text")
+            if text:
+                _add_text(out, str(text))
         elif kind == "image_url":
             img = part.get("image_url")
             url = img.get("url") if isinstance(img, dict) else img
@@ -86,7 +115,7 @@ def _tool_use(call: Any, where: str) -> dict[str, Any]:
     if not isinstance(args, dict):
         raise errors.BadRequest(f"{where}.function.arguments must be a JSON object.",
                                 param=f"{where}.function.arguments")
-    return {"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": args}
+    return {"type": "tool_use", "id": tool_id(call.get("id")), "name": fn.get("name"), "input": args}
 
 
 def convert_messages(msgs: Any, *, prefill_ok: bool) -> tuple[list[str], list[dict[str, Any]]]:
@@ -116,7 +145,7 @@ def convert_messages(msgs: Any, *, prefill_ok: bool) -> tuple[list[str], list[di
             if not m.get("tool_call_id"):
                 raise errors.BadRequest(f"'{where}.tool_call_id' is required.", param=f"{where}.tool_call_id")
             role = "user"
-            blocks = [{"type": "tool_result", "tool_use_id": m.get("tool_call_id"),
+            blocks = [{"type": "tool_result", "tool_use_id": tool_id(m.get("tool_call_id")),
                        "content": _text_of(m.get("content"), f"{where}.content")}]
         elif role in ("user", "assistant"):
             blocks = _blocks(m.get("content"), f"{where}.content")
@@ -129,6 +158,8 @@ def convert_messages(msgs: Any, *, prefill_ok: bool) -> tuple[list[str], list[di
                 blocks += [_tool_use(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(calls)]
         else:
             raise errors.BadRequest(f"'{where}.role' {role!r} is not a chat role.", param=f"{where}.role")
+        if not blocks:
+            continue  # an empty message: Anthropic refuses it, and it says nothing
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
@@ -180,3 +211,30 @@ def convert_tools(req: dict[str, Any], body: dict[str, Any]) -> None:
         tc["disable_parallel_tool_use"] = True
     if tc is not None:
         body["tool_choice"] = tc
+    if tools is None:
+        _tools_for_history(body)
+
+
+def _tools_for_history(body: dict[str, Any]) -> None:
+    """Anthropic refuses ``tool_use``/``tool_result`` blocks in a request that defines no
+    tools ("Requests which include `tool_use` or `tool_result` blocks must define tools"),
+    while OpenAI takes replayed tool calls without ``tools`` (a follow-up turn that only
+    asks for a summary). The tools named in the history are declared with an open schema
+    and ``tool_choice: none``: the model reads the history as it was and, as on OpenAI
+    without tools, cannot call one."""
+    names: dict[str, None] = {}
+    results = False
+    for turn in body["messages"]:
+        content = turn["content"]
+        if isinstance(content, list):
+            for block in content:
+                if block["type"] == "tool_use" and isinstance(block.get("name"), str):
+                    names[block["name"]] = None
+                results = results or block["type"] == "tool_result"
+    if not names and not results:
+        return
+    if not names:
+        raise errors.BadRequest("A 'tool' message answers a tool call that is not in 'messages'; Anthropic "
+                                "needs the assistant message with that tool call, or 'tools'.", param="messages")
+    body["tools"] = [{"name": n, "input_schema": {"type": "object"}} for n in names]
+    body["tool_choice"] = {"type": "none"}

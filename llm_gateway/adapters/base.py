@@ -101,6 +101,15 @@ class StreamTranslator(ABC):
     finish_reason: str | None = None
     done: bool = False
     text: list[str] = field(default_factory=list)
+    #: the first chunk's (id, created, model, system_fingerprint), from a vendor that
+    #: speaks OpenAI; translators that build their chunks answer ``identity`` themselves
+    head: tuple[Any, Any, Any, Any] | None = None
+    #: a tool call has been streamed (such an answer is never spliced by stream recovery)
+    tools_seen: bool = False
+
+    def identity(self) -> tuple[Any, Any, Any, Any]:
+        """(id, created, model, system_fingerprint) of this stream's chunks, None where unknown."""
+        return self.head or (None, None, None, None)
 
     @abstractmethod
     def feed(self, event: SSEEvent) -> list[Chunk]:

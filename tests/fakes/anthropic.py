@@ -10,14 +10,19 @@ streaming docs. ``POST /v1/messages`` only:
   unknown top-level fields refused ("foo: Extra inputs are not permitted"), and so are
   temperature/top_p/top_k with version >= 2026-10-21; temperature above 1 is refused.
 * A ``system`` role inside ``messages`` is refused with 2023-06-01 (SDK 2.x types carry a
-  system message role for the new version, so it is let through there). Empty text
-  blocks and a final assistant turn ending in whitespace are refused, as upstream does.
+  system message role for the new version, so it is let through there). Empty or
+  whitespace-only text blocks, empty non-final messages, a final assistant turn ending
+  in whitespace, stop sequences that are empty or whitespace, a ``metadata.user_id``
+  that looks like an e-mail address, ``tool_use`` ids outside ``[a-zA-Z0-9_-]+`` and
+  ``tool_use``/``tool_result`` blocks in a request without ``tools`` are refused, as
+  upstream does.
 * Answers ``self.text`` (or ``Fault.text``): cut at a stop sequence (stop_reason
   ``stop_sequence``) or at ``max_tokens`` words (``max_tokens``). With ``tool_call`` set
   (``{"name": ..., "input": {...}}``) and tools in the request it answers a ``tool_use``.
   A final assistant turn (prefill) is continued; its text is recorded in ``prefills``.
 * Streams: message_start, content_block_start, ping, content_block_delta*,
-  content_block_stop, message_delta, message_stop, via ``FakeVendor.stream_events``.
+  content_block_stop, message_delta, message_stop, via ``FakeVendor.stream_events``; a
+  tool_use block's deltas start with ``partial_json: ""``, as upstream's do.
   ``Fault(body=FakeAnthropic.error_body("overloaded_error", "Overloaded"))`` without a
   status on a streaming request sends an in-stream ``event: error`` after the first
   delta (HTTP 200 already sent).
@@ -27,6 +32,7 @@ streaming docs. ``POST /v1/messages`` only:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -41,6 +47,7 @@ KNOWN_FIELDS = frozenset({
     "container", "output_config", "cache_control", "inference_geo", "speed", "diagnostics",
 })
 SAMPLING = ("temperature", "top_p", "top_k")
+_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 
 
 def error_body(type_: str, message: str) -> dict[str, Any]:
@@ -107,6 +114,13 @@ class FakeAnthropic(FakeVendor):
                 return _invalid(f"{k}: Field required")
         if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 0:
             return _invalid("max_tokens: Input should be a valid integer greater than or equal to 0")
+        stops = body.get("stop_sequences")
+        if stops is not None and (not isinstance(stops, list) or not all(isinstance(x, str) and x.strip()
+                                                                         for x in stops)):
+            return _invalid("stop_sequences: each stop sequence must contain non-whitespace")
+        user = (body.get("metadata") or {}).get("user_id")
+        if isinstance(user, str) and "@" in user:
+            return _invalid("metadata.user_id: user_id appears to contain an email address")
         t = body.get("temperature")
         if t is not None and (not isinstance(t, int | float) or not 0 <= t <= 1):
             return _invalid("temperature: Input should be less than or equal to 1")
@@ -126,6 +140,17 @@ class FakeAnthropic(FakeVendor):
             if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "text"
                                                  and not b.get("text") for b in content):
                 return _invalid("messages: text content blocks must be non-empty")
+            if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "text"
+                                                 and not str(b.get("text")).strip() for b in content):
+                return _invalid("messages: text content blocks must contain non-whitespace text")
+            for b in content if isinstance(content, list) else []:
+                if not isinstance(b, dict):
+                    continue
+                if b.get("type") == "tool_use" and not _TOOL_ID.fullmatch(str(b.get("id"))):
+                    return _invalid(f"messages.{i}.content.tool_use.id: String should match pattern "
+                                    "'^[a-zA-Z0-9_-]+$'")
+                if b.get("type") in ("tool_use", "tool_result") and not body.get("tools"):
+                    return _invalid("Requests which include `tool_use` or `tool_result` blocks must define tools.")
             if i < len(msgs) - 1 and (content == "" or content == []):
                 return _invalid(f"messages.{i}: all messages must have non-empty content except for "
                                 "the optional final assistant message")
@@ -211,7 +236,9 @@ class FakeAnthropic(FakeVendor):
         if tool:
             events.append(sse({"type": "content_block_start", "index": 1, "content_block": {
                 "type": "tool_use", "id": "toolu_fake01", "name": tool["name"], "input": {}}}, "content_block_start"))
-            raw = orjson.dumps(tool["input"]).decode()
+            raw = orjson.dumps(tool["input"]).decode() if tool["input"] else ""
+            events.append(sse({"type": "content_block_delta", "index": 1,
+                               "delta": {"type": "input_json_delta", "partial_json": ""}}, "content_block_delta"))
             for i in range(0, len(raw), 8):
                 events.append(sse({"type": "content_block_delta", "index": 1,
                                    "delta": {"type": "input_json_delta", "partial_json": raw[i:i + 8]}},

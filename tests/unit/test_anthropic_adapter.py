@@ -458,3 +458,130 @@ async def test_fake_enforces_anthropic_rules(fake: FakeAnthropic) -> None:
     assert status == 400 and err["error"]["message"] == "temperature: Extra inputs are not permitted"
     status, _ = await post(body, {**new.headers, "anthropic-version": "2023-06-01"})  # Bearer needs the new version
     assert status == 401
+
+
+# ---------------------------------------------------------------- what the real API refuses
+# Valid OpenAI requests that Anthropic answers with a 400: each is either converted to
+# what Anthropic accepts, or refused before any call with the reason and the field.
+
+TOOL_HISTORY = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "functions.get_weather:0", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "18C"},
+    {"role": "user", "content": "Summarise that in one sentence."},
+]
+
+
+def _body(req: dict[str, Any]) -> dict[str, Any]:
+    return orjson.loads(adapter().build_request(req, "m", stream=False).body)
+
+
+def test_tool_history_without_tools_declares_them_and_forbids_calls() -> None:
+    body = _body({"messages": TOOL_HISTORY})
+    assert body["tools"] == [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    assert body["tool_choice"] == {"type": "none"}
+    with_tools = _body({"messages": TOOL_HISTORY, "tools": [{"type": "function", "function": {"name": "x"}}]})
+    assert [t["name"] for t in with_tools["tools"]] == ["x"] and "tool_choice" not in with_tools
+
+
+def test_tool_result_without_its_call_is_refused_clearly() -> None:
+    with pytest.raises(errors.BadRequest) as e:
+        _body({"messages": [{"role": "user", "content": "hi"}, TOOL_HISTORY[2]]})
+    assert e.value.param == "messages"
+
+
+def test_tool_ids_outside_anthropics_pattern_are_mapped_consistently() -> None:
+    body = _body({"messages": TOOL_HISTORY})
+    use = body["messages"][1]["content"][0]
+    result = body["messages"][2]["content"][0]
+    assert use["id"] == result["tool_use_id"]
+    assert use["id"].startswith("functions_get_weather_0_") and all(c.isalnum() or c in "_-" for c in use["id"])
+    other = _body({"messages": [{**m, "tool_call_id": "functions.get_weather.0"} if m["role"] == "tool" else
+                                ({**m, "tool_calls": [{**m["tool_calls"][0], "id": "functions.get_weather.0"}]}
+                                 if m.get("tool_calls") else m) for m in TOOL_HISTORY]})
+    assert other["messages"][1]["content"][0]["id"] != use["id"]  # same characters once mapped, other id
+    plain = _body({"messages": [TOOL_HISTORY[0], {**TOOL_HISTORY[1], "tool_calls": [
+        {**TOOL_HISTORY[1]["tool_calls"][0], "id": "call_abc-1"}]}, {**TOOL_HISTORY[2], "tool_call_id": "call_abc-1"}]})
+    assert plain["messages"][1]["content"][0]["id"] == "call_abc-1"  # a valid id is left alone
+
+
+@pytest.mark.parametrize("stop", ["\n", ["END", "\n\n"], [""], " "])
+def test_whitespace_stop_sequences_are_refused_with_the_field(stop: Any) -> None:
+    with pytest.raises(errors.UnsupportedParameter) as e:
+        _body({"messages": [{"role": "user", "content": "hi"}], "stop": stop})
+    assert e.value.param == "stop" and "whitespace" in e.value.message
+
+
+@pytest.mark.parametrize("user, hashed", [
+    ("tenant-42", False), ("ada@example.com", True), ("+44 20 7946 0958", True), ("x" * 300, True),
+])
+def test_user_id_that_looks_personal_is_hashed(user: str, hashed: bool) -> None:
+    sent = _body({"messages": [{"role": "user", "content": "hi"}], "user": user})["metadata"]["user_id"]
+    if hashed:
+        assert sent != user and len(sent) == 64 and sent == _body(
+            {"messages": [{"role": "user", "content": "hi"}], "user": user})["metadata"]["user_id"]
+    else:
+        assert sent == user
+
+
+def test_empty_and_whitespace_only_content_is_not_sent() -> None:
+    body = _body({"messages": [
+        {"role": "user", "content": ""},
+        {"role": "assistant", "content": "Hi"},
+        {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "\n"},
+                                     {"type": "text", "text": "two"}]},
+        {"role": "assistant", "content": "  "},
+        {"role": "user", "content": "three"},
+    ]})
+    assert body["messages"] == [
+        {"role": "assistant", "content": "Hi"},
+        {"role": "user", "content": [{"type": "text", "text": "one\n"}, {"type": "text", "text": "two"},
+                                     {"type": "text", "text": "three"}]},
+    ]
+
+
+def test_stream_tool_call_without_input_has_json_arguments() -> None:
+    tr = adapter().new_stream_translator({}, "m")
+    sse = "".join(f"event: {k}\ndata: {json.dumps({'type': k, **v})}\n\n" for k, v in [
+        ("message_start", {"message": {"id": "msg_1", "model": "m", "usage": {"input_tokens": 3}}}),
+        ("content_block_start", {"index": 0, "content_block": {"type": "tool_use", "id": "toolu_1",
+                                                               "name": "now", "input": {}}}),
+        ("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+        ("content_block_stop", {"index": 0}),
+        ("message_delta", {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 4}}),
+        ("message_stop", {}),
+    ])
+    chunks = [c for ev in events(sse) for c in tr.feed(ev)]
+    args = "".join(tc["function"]["arguments"] for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls", []))
+    assert args == "{}" and tr.tools_seen and tr.finish_reason == "tool_calls"
+    assert tr.identity() == ("msg_1", tr.created, "m", None)
+
+
+@pytest.mark.parametrize("code", ["enforced_spend_limit_reached", "contract_spend_limit_reached"])
+def test_spend_limit_429_is_not_a_rate_limit(code: str) -> None:
+    body = orjson.dumps({"type": "error", "error": {"type": "rate_limit_error", "message": "limit reached",
+                                                    "details": {"error_code": code}}})
+    e = adapter().parse_error(429, {"retry-after": "30"}, body)
+    assert isinstance(e, errors.RateLimited) and not e.retryable and e.code == "upstream_quota_exhausted"
+    plain = adapter().parse_error(429, {"retry-after": "30"}, orjson.dumps(
+        {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}))
+    assert plain.retryable and plain.retry_after == 30
+
+
+async def test_fake_refuses_what_anthropic_refuses(fake: FakeAnthropic) -> None:
+    """The fake is as strict as the API on these, and the adapter's output passes it."""
+    a = adapter(base_url=fake.url)
+    good = a.build_request({"messages": TOOL_HISTORY, "stop": ["END"], "user": "ada@example.com"}, "m", stream=False)
+    status, _, body = await send(good)
+    assert status == 200, body
+    raw = orjson.loads(good.body)
+    for bad, why in [
+        ({k: v for k, v in raw.items() if k not in ("tools", "tool_choice")}, "must define tools"),
+        ({**raw, "stop_sequences": ["\n"]}, "non-whitespace"),
+        ({**raw, "metadata": {"user_id": "ada@example.com"}}, "email"),
+        ({**raw, "messages": [{"role": "user", "content": [{"type": "text", "text": " "}]}]}, "non-whitespace"),
+    ]:
+        async with aiohttp.ClientSession() as s, s.post(good.url, data=orjson.dumps(bad), headers=good.headers) as r:
+            assert r.status == 400 and why in (await r.json())["error"]["message"], why
