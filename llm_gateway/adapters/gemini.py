@@ -368,6 +368,7 @@ class GeminiStreamTranslator(StreamTranslator):
                 continue
             if "functionCall" in part:
                 call = tool_call(part, f"call_{self.id}_{idx}_{st.calls}")
+                self.tools_seen = True
                 out.append(self._chunk(idx, {"tool_calls": [{"index": st.calls, **call}]}))
                 st.calls += 1
             elif isinstance(part.get("text"), str) and part["text"]:
@@ -381,6 +382,9 @@ class GeminiStreamTranslator(StreamTranslator):
                 self.finish_reason = reason
             out.append(self._chunk(idx, {}, reason))
         return out
+
+    def identity(self) -> tuple[Any, Any, Any, Any]:
+        return self.id or None, self.created, self.answered_model or self.model, None
 
     def _chunk(self, idx: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,

@@ -210,12 +210,16 @@ class OpenAIStreamTranslator(StreamTranslator):
         choices = obj.get("choices")
         if not isinstance(choices, list):
             raise ValueError("stream event without 'choices'")
+        if self.head is None:
+            self.head = (obj.get("id"), obj.get("created"), obj.get("model"), obj.get("system_fingerprint"))
         for ch in choices:
             if ch.get("index", 0) == 0:
                 delta = ch.get("delta") or {}
                 content = delta.get("content")
                 if content:
                     self.text.append(content)
+                if delta.get("tool_calls"):
+                    self.tools_seen = True
                 if ch.get("finish_reason"):
                     self.finish_reason = ch["finish_reason"]
         usage = obj.get("usage")

@@ -20,6 +20,7 @@ from ..keys import CACHE, CTX, RESOLVER, ROUTER, SETTINGS
 from ..budget import admit
 from ..limits import reserve_chat
 from ..logging import event, event_later, log
+from ..middleware.errors import scrub_bytes
 from ..routing.resolve import Resolver, Target
 from ..sse import DONE, SSE_HEADERS, SSEResponse, frame, frame_error
 from ..usage import settle_stream, settle_usage
@@ -72,6 +73,7 @@ def last_user_text(body: dict[str, Any]) -> str:
 def gateway_headers(ctx: RequestContext, t: Target | None, with_cost: bool) -> dict[str, str]:
     """The SPEC 8 headers; ``t`` None: a cache hit (who answered is in ``ctx``)."""
     h = {
+        "X-Request-ID": ctx.request_id,  # a stream is prepared here, before the middleware sees it
         "X-Gateway-Provider": t.provider if t is not None else (ctx.provider or ""),
         "X-Gateway-Model": t.model if t is not None else (ctx.model or ""),
         "X-Gateway-Cache": ctx.cache,
@@ -154,7 +156,7 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
         settle_stream(ctx, cr.body, live)
         if flight is not None:
             request.app[CACHE].fail(flight, e)  # never stored; waiters get the error too
-        await resp.write_eof(frame_error(e.envelope(ctx.request_id)))
+        await resp.write_eof(scrub_bytes(frame_error(e.envelope(ctx.request_id)), request))
         return resp
     except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
         # The client went away: the upstream stream is closed (aclosing above) and the
@@ -175,15 +177,29 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
                                                ctx.estimated) if answer is not None else None)
     tail = DONE
     if cr.include_usage:
-        last = {"id": "chatcmpl-" + ctx.request_id.replace("-", "")[:24], "object": "chat.completion.chunk",
-                "created": 0, "model": t.model, "choices": [], "usage": usage}
-        tail = frame(last) + DONE
+        tail = frame(usage_chunk(live, usage, ctx)) + DONE
     # The usage chunk, [DONE] and the end of the chunked body in one write: a client that
     # stops reading at [DONE] (aiohttp) finds the body complete and keeps the connection,
     # and one that drains to the end (the openai SDK) does not wait for a second packet.
     await resp.write_eof(tail)
     log_answer(ctx, live.delivered_text())
     return resp
+
+
+def usage_chunk(live: Any, usage: dict[str, Any] | None, ctx: RequestContext) -> dict[str, Any]:
+    """The stream's last chunk (``stream_options.include_usage``): the same ``id``,
+    ``created`` and ``model`` as the chunks before it, as OpenAI sends, the usage of the
+    whole answer (every segment of a recovered stream)."""
+    cid, created, _, _ = live.segments[0].translator.identity()
+    _, _, model, fingerprint = live.seg.translator.identity()
+    chunk: dict[str, Any] = {"id": cid or "chatcmpl-" + ctx.request_id.replace("-", "")[:24],
+                             "object": "chat.completion.chunk", "created": created or int(time.time()),
+                             "model": model or live.seg.target.model}
+    if fingerprint is not None:
+        chunk["system_fingerprint"] = fingerprint
+    chunk["choices"] = []
+    chunk["usage"] = usage
+    return chunk
 
 
 class _Client:

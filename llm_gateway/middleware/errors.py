@@ -41,20 +41,25 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> errors.GatewayEr
     return err
 
 
-def _scrub(resp: web.Response, request: web.Request) -> web.Response:
+def scrub_bytes(body: bytes, request: web.Request) -> bytes:
     """Defence in depth: a vendor message that quotes one of our keys never reaches a client.
 
     Adapters build messages from parsed fields (never a raw upstream body), but those
-    fields are the vendor's text; a configured key found in the envelope is masked."""
-    body = resp.body
-    if not isinstance(body, bytes):
-        return resp
+    fields are the vendor's text; a configured key found in an error envelope (a JSON
+    answer, or a stream's SSE error event) is masked."""
     for secret in request.app[SETTINGS].secrets():
         key = secret.encode()
-        if key in body:
+        if key and body.find(key) >= 0:
             body = body.replace(key, b"[REDACTED]")
-    if body is not resp.body:
-        resp.body = body
+    return body
+
+
+def _scrub(resp: web.Response, request: web.Request) -> web.Response:
+    body = resp.body
+    if isinstance(body, bytes):
+        scrubbed = scrub_bytes(body, request)
+        if scrubbed is not body:
+            resp.body = scrubbed
     return resp
 
 

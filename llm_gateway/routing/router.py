@@ -78,8 +78,9 @@ class Router:
                     if isinstance(e, errors.ClientError):
                         raise
                     upstream_errors.append(e)
-                    if not e.retryable or (isinstance(e, errors.UpstreamTimeout) and self.settings.timeout_moves_on):
-                        break
+                    if not e.retryable or (isinstance(e, errors.UpstreamTimeout) and e.upstream_status is None
+                                           and self.settings.timeout_moves_on):
+                        break  # our own timeout moves on; a vendor's HTTP 504 answer is retried (SPEC 7)
                     computed = next(delays, None)
                     if computed is None:
                         break

@@ -114,6 +114,7 @@ class LiveStream:
         self._reader: asyncio.Task[Any] | None = None  # the task blocked in a read, if any
         self._task: asyncio.Task[Any] | None = None
         self._expired = False
+        self._same_target_retried = False  # the last resort (once on the same target) is spent
 
     # ------------------------------------------------------------------ compatibility views
     @property
@@ -349,11 +350,32 @@ class LiveStream:
                     if not await self._pushed(client, idle):
                         await self._read(idle)
                 except errors.GatewayError as e:
+                    if self._finished():
+                        self._finalise(e)
+                        break
                     self._failed(e)
                     await self._recover(e)
             self.router.health.success(self.seg.target.key, (time.perf_counter() - self.seg.started) * 1000.0)
         finally:
             self.close()
+
+    def _finished(self) -> bool:
+        """The answer is all in (its finish reason, and with n > 1 the usage that follows
+        every choice's end): a cut or stall now only lost the vendor's end marker."""
+        tr = self.seg.translator
+        if tr.finish_reason is None or (self.seg.continuation and self.seg.skip):
+            return False
+        n = self.segments[0].request.get("n")
+        return not (isinstance(n, int) and n > 1) or tr.usage is not None
+
+    def _finalise(self, e: errors.GatewayError) -> None:
+        """SPEC 7: a stream that ends without [DONE] but otherwise complete is finalised,
+        not generated again. Its connection is not reused (``Segment.close``)."""
+        seg = self.seg
+        event(logging.INFO, "stream finalised without the vendor's end marker", event="error",
+              error_type=e.error_type, status=e.upstream_status or e.status, provider=seg.target.provider,
+              model=seg.target.model, attempt=self.ctx.attempts, detail=e.message[:200])
+        self._close_segment(seg)
 
     def _failed(self, e: errors.GatewayError) -> None:
         seg = self.seg
@@ -378,7 +400,19 @@ class LiveStream:
     async def _recover(self, original: errors.GatewayError) -> None:
         delivered = self.delivered_text()
         carry, self.pending = self.pending, []  # the broken segment's last good chunks go first
-        candidates = list(self.remaining) or [self.seg.target]
+        n = self.segments[0].request.get("n")
+        if (isinstance(n, int) and n > 1) or any(s.translator.tools_seen for s in self.segments):
+            # Only choice 0's text can be continued: several choices, or tool calls (whose
+            # deltas a second answer would repeat), cannot be spliced into one answer.
+            self.pending = carry
+            raise original
+        if self.remaining:
+            candidates = list(self.remaining)
+        elif not self._same_target_retried:  # the last resort, once: never an endless loop
+            candidates = [self.seg.target]
+            self._same_target_retried = True
+        else:
+            candidates = []
         self.remaining = []
         base = self.segments[0].request
         clock, limit = self.router.clock, self.router.settings.stream_first_token_timeout

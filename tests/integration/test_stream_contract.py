@@ -1,0 +1,123 @@
+"""The client's stream after the first byte: SPEC 7 and 8 at its edges.
+
+Recovery is bounded, a finished answer whose end marker is lost is finalised (not
+generated again), answers recovery cannot splice (several choices, tool calls) end
+with an error event, the error event never carries a secret, every stream carries
+X-Request-ID, and the usage chunk belongs to the stream it ends. Real HTTP against the
+fake vendors, faults injected there.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tests.fakes.base import Fault, sse
+from tests.integration.test_routing_failures import HI, OA_500, STREAM, post, sse_events, stream_text
+
+
+def chunks(raw: bytes) -> list[dict]:
+    return [orjson.loads(d) for ev, d in sse_events(raw) if ev is None and d != "[DONE]"]
+
+
+async def test_recovery_is_bounded_when_every_stream_breaks(gateway, vendor_env, fake_openai):
+    gw = await gateway(vendor_env)
+    fake_openai.text = "one two three four"
+    fake_openai.inject(*[Fault(cut_after=3) for _ in range(10)])
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    assert status == 200
+    assert len(fake_openai.requests) == 2  # the answer, then the last resort once on the same target
+    assert sse_events(raw)[-1][0] == "error" and all(d != "[DONE]" for _, d in sse_events(raw))
+
+
+async def test_recovery_is_bounded_across_fallbacks(gateway, vendor_env, fake_openai, fake_mistral):
+    gw = await gateway(vendor_env)
+    fake_openai.text = fake_mistral.text = "one two three four"
+    fake_openai.inject(*[Fault(cut_after=3) for _ in range(10)])
+    fake_mistral.inject(*[Fault(cut_after=2) for _ in range(10)])
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, "fallbacks": ["mistral"], **STREAM})
+    assert len(fake_openai.requests) + len(fake_mistral.requests) <= 3
+    assert sse_events(raw)[-1][0] == "error"
+
+
+@pytest.mark.parametrize("fault", [{"cut_after": 5}, {"stall_after": 5}], ids=["cut", "stall"])
+async def test_finished_answer_without_done_is_not_generated_again(gateway, vendor_env, fake_openai, fault):
+    """role, "a ", "b", finish_reason, usage: then the connection breaks or goes silent."""
+    gw = await gateway({**vendor_env, "STREAM_IDLE_TIMEOUT": "0.2"})
+    fake_openai.text = "a b"
+    fake_openai.inject(Fault(**fault))
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    assert stream_text(raw) == "a b" and sse_events(raw)[-1] == (None, "[DONE]")
+    assert len(fake_openai.requests) == 1
+    usage = chunks(raw)[-1]["usage"]
+    assert usage["completion_tokens"] == 2  # the vendor's own count, once
+    assert any(e["message"] == "stream finalised without the vendor's end marker" for e in gw.events("error"))
+    # the broken connection is not reused: the next request is answered normally
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    assert status == 200 and stream_text(raw) == "a b"
+
+
+async def test_several_choices_are_not_spliced(gateway, vendor_env, fake_openai):
+    gw = await gateway(vendor_env)
+    fake_openai.text = "one two three"
+    fake_openai.inject(Fault(cut_after=6))
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, "n": 2, **STREAM})
+    assert sse_events(raw)[-1][0] == "error" and all(d != "[DONE]" for _, d in sse_events(raw))
+    assert len(fake_openai.requests) == 1
+
+
+async def test_streamed_tool_call_is_not_spliced(gateway, vendor_env, fake_anthropic):
+    gw = await gateway(vendor_env)
+    fake_anthropic.text = "ok"
+    fake_anthropic.tool_call = {"name": "get_weather", "input": {"city": "Paris"}}
+    # message_start, text start, ping, "ok", text stop, tool start, "" delta: then cut
+    fake_anthropic.inject(Fault(cut_after=7))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    status, _, raw = await post(gw, {"model": "claude", "messages": HI, "tools": tools, **STREAM})
+    assert sse_events(raw)[-1][0] == "error"
+    assert len(fake_anthropic.requests) == 1
+    ids = {tc.get("id") for c in chunks(raw) for tc in c["choices"][0]["delta"].get("tool_calls", [])} - {None}
+    assert ids == {"toolu_fake01"}  # the call was announced once, never repeated by a second answer
+
+
+async def test_error_event_never_carries_a_key(gateway, vendor_env, fake_openai):
+    gw = await gateway(vendor_env)
+    key = vendor_env["OPENAI_API_KEY"]
+    leaky = {"error": {"message": f"Incorrect API key provided: {key}.", "type": "server_error",
+                       "param": None, "code": None}}
+    fake_openai.stream_error_event = lambda: sse(leaky)  # a server that echoes the key in its error event
+    fake_openai.inject(Fault(error_at=3), Fault(status=500, body=OA_500))
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    ev, data = sse_events(raw)[-1]
+    assert ev == "error" and key not in raw.decode() and "[REDACTED]" in data
+
+
+@pytest.mark.parametrize("sent", [{"X-Request-ID": "client-rid-42"}, {}])
+async def test_every_stream_carries_x_request_id(gateway, vendor_env, fake_openai, sent):
+    gw = await gateway({**vendor_env, "CACHE_ENABLED": "true"})
+    for cache in ("MISS", "HIT"):
+        status, headers, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM}, headers=sent)
+        assert status == 200 and headers["X-Gateway-Cache"] == cache
+        rid = headers["X-Request-ID"]
+        assert rid == sent["X-Request-ID"] if sent else len(rid) == 36
+    fake_openai.inject(Fault(cut_after=3), Fault(status=500, body=OA_500))
+    status, headers, raw = await post(gw, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}],
+                                           **STREAM}, headers=sent)
+    assert sse_events(raw)[-1][0] == "error" and headers.get("X-Request-ID")
+
+
+async def test_usage_chunk_belongs_to_its_stream(gateway, vendor_env, fake_openai):
+    gw = await gateway(vendor_env)
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    cs = chunks(raw)
+    assert cs[-1]["choices"] == [] and cs[-1]["usage"]["total_tokens"] > 0
+    assert {c["id"] for c in cs} == {"chatcmpl-fake123"} and {c["created"] for c in cs} == {1700000000}
+    assert {c["model"] for c in cs} == {cs[0]["model"]} and cs[-1]["system_fingerprint"] == "fp_fake"
+
+
+async def test_vendor_504_is_retried_on_the_same_model(gateway, vendor_env, fake_openai):
+    gw = await gateway(vendor_env)
+    fake_openai.inject(Fault(status=504, body={"error": {"message": "Gateway Timeout", "type": "server_error",
+                                                         "param": None, "code": None}}))
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI})
+    assert status == 200 and len(fake_openai.requests) == 2
