@@ -72,6 +72,12 @@ FINISH_REASONS = {
     "IMAGE_PROHIBITED_CONTENT": "content_filter",
     "MODEL_ARMOR": "content_filter",
 }
+#: finishReason values that mean the generation failed or was cut by Gemini itself: such
+#: an answer is never passed on as complete (SPEC 7); the attempt fails and is retried
+FAILED_REASONS = frozenset({
+    "MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS", "MISSING_THOUGHT_SIGNATURE",
+    "LANGUAGE", "NO_IMAGE", "OTHER", "FINISH_REASON_UNSPECIFIED",
+})
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CONTEXT = re.compile(r"exceeds the maximum number of tokens|input token count|context window|too many tokens",
                       re.I)
@@ -81,6 +87,17 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*s\s*$")
 def finish_reason(gemini: str | None, has_calls: bool) -> str:
     reason = FINISH_REASONS.get(gemini or "", "stop")
     return "tool_calls" if has_calls and reason == "stop" else reason
+
+
+def check_finished(cand: dict[str, Any]) -> None:
+    """Raise for a candidate Gemini stopped because generating it failed."""
+    reason = cand.get("finishReason")
+    if reason in FAILED_REASONS:
+        detail = f": {cand['finishMessage']}" if cand.get("finishMessage") else ""
+        err = errors.UpstreamBadResponse(f"Gemini stopped generating the answer ({reason}){detail}",
+                                         upstream_status=200)
+        err.retryable = True  # sampling again usually succeeds
+        raise err
 
 
 def usage_from(meta: Any) -> dict[str, Any] | None:
@@ -192,6 +209,7 @@ class GeminiAdapter(Adapter):
         rid = data.get("responseId") or uuid.uuid4().hex[:24]
         choices = []
         for pos, cand in enumerate(data.get("candidates") or []):
+            check_finished(cand)
             idx = int(cand.get("index", pos))
             texts, calls = [], []
             for part in (cand.get("content") or {}).get("parts") or []:
@@ -376,6 +394,7 @@ class GeminiStreamTranslator(StreamTranslator):
                     self.text.append(part["text"])
                 out.append(self._chunk(idx, {"content": part["text"]}))
         if cand.get("finishReason") and not st.finished:
+            check_finished(cand)
             st.finished = True
             reason = finish_reason(cand["finishReason"], st.calls > 0)
             if idx == 0 or self.finish_reason is None:

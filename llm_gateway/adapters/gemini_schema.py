@@ -50,7 +50,8 @@ SUPPORTED = frozenset({
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 _THINKING_BUDGETS_2X = {"none": 0, "low": 1024, "medium": 8192, "high": 24576}
-_THINKING_LEVELS = frozenset({"minimal", "low", "medium", "high", "xhigh"})
+#: Gemini's ThinkingLevel enum has MINIMAL, LOW, MEDIUM and HIGH (no XHIGH)
+_THINKING_LEVELS = frozenset({"minimal", "low", "medium", "high"})
 _AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg",
                "aac": "audio/aac", "aiff": "audio/aiff"}
 _MEDIA_RESOLUTION = {"low": "MEDIA_RESOLUTION_LOW", "high": "MEDIA_RESOLUTION_HIGH"}
@@ -72,6 +73,9 @@ def build_body(req: dict[str, Any], model: str, *, allow_prefill: bool) -> dict[
     _check_fields(req)
     state = _Messages(model, allow_prefill)
     system, contents = state.translate(req.get("messages") or [])
+    if not contents:
+        raise BadRequest("Gemini needs at least one user or assistant message besides system messages.",
+                         param="messages")
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
@@ -150,7 +154,7 @@ def _thinking(effort: str, model: str) -> dict[str, Any]:
         return {"thinkingBudget": _THINKING_BUDGETS_2X[effort]}
     if effort not in _THINKING_LEVELS:
         raise _unsupported("reasoning_effort", f"{effort!r} has no Gemini thinking level "
-                                               "(use minimal, low, medium, high or xhigh).")
+                                               "(use minimal, low, medium or high).")
     return {"thinkingLevel": effort.upper()}
 
 
@@ -208,6 +212,10 @@ class _Messages:
         self.model = model
         self.allow_prefill = allow_prefill
         self.tool_names: dict[str, str] = {}
+        #: tool-call id -> the call's position in the history, and a result part -> its call's
+        #: position: Gemini pairs results with calls by order (OpenAI by id, in any order)
+        self.call_order: dict[str, int] = {}
+        self.result_order: dict[int, int] = {}
         self.details: set[str] = set()
         self.media_resolution: str | None = None
 
@@ -240,6 +248,10 @@ class _Messages:
                 _append(contents, "model", parts)
             else:
                 _append(contents, "user", [self._result(m, i)], function_results=True)
+        if self.result_order:  # results in the order of their calls (a stable sort)
+            for c in contents:
+                if c["role"] == "user" and len(c["parts"]) > 1 and _is_results(c):
+                    c["parts"].sort(key=lambda p: self.result_order.get(id(p), len(self.call_order)))
         return system, contents
 
     def _parts(self, content: Any, i: int, *, text_only: bool = False) -> list[dict[str, Any]]:
@@ -312,6 +324,7 @@ class _Messages:
                                  param=f"{where}.function.arguments")
             if c.get("id"):
                 self.tool_names[c["id"]] = f["name"]
+                self.call_order.setdefault(c["id"], len(self.call_order))
             part: dict[str, Any] = {"functionCall": {"name": f["name"], "args": args}}
             sig = ((c.get("extra_content") or {}).get("google") or {}).get("thought_signature")
             if sig:
@@ -333,7 +346,10 @@ class _Messages:
         except orjson.JSONDecodeError:
             value = None
         response = value if isinstance(value, dict) else {"output": text}
-        return {"functionResponse": {"name": name, "response": response}}
+        part = {"functionResponse": {"name": name, "response": response}}
+        if call_id in self.call_order:
+            self.result_order[id(part)] = self.call_order[call_id]
+        return part
 
 
 def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]],

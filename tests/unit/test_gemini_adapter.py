@@ -131,7 +131,8 @@ def test_reasoning_effort(model: str, effort: str, expected: dict[str, Any]) -> 
     assert b["generationConfig"]["thinkingConfig"] == expected
 
 
-@pytest.mark.parametrize(("model", "effort"), [("gemini-3-pro-preview", "none"), ("gemini-2.5-flash", "minimal")])
+@pytest.mark.parametrize(("model", "effort"), [("gemini-3-pro-preview", "none"), ("gemini-2.5-flash", "minimal"),
+                                               ("gemini-3-pro-preview", "xhigh")])  # no XHIGH ThinkingLevel
 def test_reasoning_effort_without_equivalent(model: str, effort: str) -> None:
     with pytest.raises(errors.UnsupportedParameter) as e:
         body_of(chat(user("x"), reasoning_effort=effort), model=model)
@@ -569,3 +570,32 @@ def test_parse_error_never_echoes_the_key() -> None:
 @pytest.mark.parametrize("body", [b"", b"\xff\xfe", b"null", b"[]", b'{"error": "flat string"}', b'"x"'])
 def test_parse_error_never_crashes(body: bytes) -> None:
     assert isinstance(adapter().parse_error(500, {}, body), errors.UpstreamUnavailable)
+
+
+def test_tool_results_go_in_the_order_of_their_calls() -> None:
+    """OpenAI pairs results with calls by id, in any order; Gemini by position."""
+    b = body_of(chat(user("x"), calls("c1", "c2", "c3"),
+                     {"role": "tool", "tool_call_id": "c3", "content": "3"},
+                     {"role": "tool", "tool_call_id": "c1", "content": "1"},
+                     {"role": "tool", "tool_call_id": "c2", "content": "2"}))
+    assert [p["functionResponse"]["response"]["output"] for p in b["contents"][2]["parts"]] == ["1", "2", "3"]
+
+
+def test_system_messages_alone_are_refused_before_any_call() -> None:
+    with pytest.raises(errors.BadRequest) as e:
+        body_of(chat({"role": "system", "content": "You are terse."}))
+    assert e.value.param == "messages"
+
+
+@pytest.mark.parametrize("reason", ["MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS",
+                                    "LANGUAGE", "OTHER", "FINISH_REASON_UNSPECIFIED"])
+def test_failed_generation_is_never_a_complete_answer(reason: str) -> None:
+    body = orjson.dumps({"candidates": [{**cand(0, "", reason), "finishMessage": "bad call"}]})
+    with pytest.raises(errors.UpstreamBadResponse) as e:
+        adapter().parse_response(body, "m")
+    assert e.value.retryable and reason in e.value.message and "bad call" in e.value.message
+    tr = adapter().new_stream_translator(chat(user("x")), "m")
+    tr.feed(ev({"candidates": [cand(0, "partial")]}))
+    with pytest.raises(errors.UpstreamBadResponse):
+        tr.feed(ev({"candidates": [cand(0, None, reason)]}))
+    assert not tr.done and tr.finish_reason is None
