@@ -296,7 +296,17 @@ async def gateway_query(request: web.Request) -> web.Response:
     log_request(request, ctx, query)
     if not dry_run:  # a dry run spends nothing and leaves no ledger row
         ctx.endpoint = "/v1/gateway/query"
-    targets = _targets(request, model, version, ctx.task_type)
+    unconfigured: errors.GatewayError | None = None
+    try:
+        targets = _targets(request, model, version, ctx.task_type)
+    except errors.BadRequest as e:
+        # The estimate needs the catalog, not the vendor: a dry run, and the max_cost_usd
+        # refusal, answer for a model whose provider has no key; a real call cannot.
+        if e.code != "provider_not_configured" or (not dry_run and max_cost is None) or \
+                model.strip().lower() == "auto":
+            raise
+        unconfigured = e
+        targets = [versioned_target(request, model, version) if version else request.app[RESOLVER].one(model)]
     log_route(request.app[RESOLVER], ctx, model, ctx.task_type, targets)
     body = _canonical(targets[0].key if version else model, query, max_tokens)
     est = worst_case(body, targets)
@@ -325,6 +335,8 @@ async def gateway_query(request: web.Request) -> web.Response:
                                "total_tokens": est.input_tokens, "estimated": True},
                "dry_run": True, "cost": cost, "metrics": _metrics(ctx)}
         return _json(out)
+    if unconfigured is not None:
+        raise unconfigured
     entry = await _answer(request, ctx, body, targets)
     cost["actual_usd"] = _usd_num(ctx.cost) if ctx.priced else None
     cost["priced"] = ctx.priced

@@ -97,7 +97,8 @@ class Router:
                 break
             if index + 1 < len(targets):
                 event(logging.INFO, "falling back", event="attempt", provider=t.provider, model=t.model,
-                      attempt=ctx.attempts, error_type=ctx.error_type, status=None, delay_ms=0)
+                      attempt=ctx.attempts, error_type=ctx.error_type,
+                      status=ctx.failures[-1]["status"] if ctx.failures else None, delay_ms=0)
                 if self.observer is not None:
                     self.observer.fallback(t.provider)
         raise self._final(ctx, client_errors, upstream_errors)

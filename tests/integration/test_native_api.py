@@ -179,6 +179,22 @@ async def test_dry_run_makes_no_upstream_call(gateway, vendor_env, fake_openai):
     assert recent["data"] == []  # nothing was spent: no ledger row
 
 
+async def test_estimates_need_no_configured_provider(gateway):
+    """A gateway with no vendor key (the mock only): dry runs and the max_cost_usd refusal
+    still answer from the catalog; a real call to that model is the configuration error."""
+    gw = await gateway({})
+    status, _, body = await post(gw, "/v1/gateway/query", {"query": Q, "model": "gpt-4o", "dry_run": True,
+                                                            "max_tokens": 100})
+    assert status == 200 and body["dry_run"] is True and body["provider"] == "openai", body
+    assert body["cost"]["estimated_usd"] > 0
+    status, _, body = await post(gw, "/v1/gateway/query", {"query": Q, "model": "gpt-4o", "max_cost_usd": 0.0001})
+    assert status == 402 and body["error"]["code"] == "cost_limit_exceeded", body
+    status, _, body = await post(gw, "/v1/gateway/query", {"query": Q, "model": "gpt-4o", "max_cost_usd": 5})
+    assert status == 400 and body["error"]["code"] == "provider_not_configured", body
+    status, _, body = await post(gw, "/v1/gateway/query", {"query": Q, "model": "gpt-4o"})
+    assert status == 400 and body["error"]["code"] == "provider_not_configured", body
+
+
 async def test_max_cost_refused_with_402_and_no_upstream_call(gateway, vendor_env, fake_openai):
     gw = await gateway(vendor_env)
     status, _, body = await post(gw, "/v1/gateway/query", {"query": Q, "model": "gpt-4o", "max_cost_usd": 0.01})

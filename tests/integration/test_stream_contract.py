@@ -121,3 +121,12 @@ async def test_vendor_504_is_retried_on_the_same_model(gateway, vendor_env, fake
                                                          "param": None, "code": None}}))
     status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI})
     assert status == 200 and len(fake_openai.requests) == 2
+
+
+async def test_falling_back_line_names_the_failed_status(gateway, vendor_env, fake_openai, fake_mistral):
+    gw = await gateway({**vendor_env, "MAX_RETRIES": "0"})
+    fake_openai.inject(Fault(status=500, body=OA_500))
+    status, _, _ = await post(gw, {"model": "gpt-4o-mini", "messages": HI, "fallbacks": ["mistral"]})
+    assert status == 200
+    fell = [e for e in gw.events("attempt") if e["message"] == "falling back"]
+    assert fell and fell[0]["status"] == 500 and fell[0]["error_type"] == "upstream_unavailable"
