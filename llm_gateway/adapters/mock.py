@@ -88,19 +88,27 @@ class MockTransport:
         body = orjson.loads(req.body)
         text, usage, finish = answer_for(body)
         model = body["model"]
+        n = int(body.get("n") or 1)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-        def chunk(delta: dict[str, Any], fin: str | None) -> bytes:
-            c = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
-                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": fin}]}
+        def chunk(i: int, delta: dict[str, Any], fin: str | None) -> bytes:
+            c: dict[str, Any] = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0,
+                                 "model": model,
+                                 "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": fin}]}
+            if include_usage:  # as OpenAI: usage null on every chunk, the numbers in the last
+                c["usage"] = None
             return b"data: " + orjson.dumps(c) + b"\n\n"
 
-        events = [chunk({"role": "assistant", "content": ""}, None)]
         words = text.split(" ")
-        events += [chunk({"content": w if i == 0 else " " + w}, None) for i, w in enumerate(words)]
-        events.append(chunk({}, finish))
-        u = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
-             "choices": [], "usage": usage}
-        events.append(b"data: " + orjson.dumps(u) + b"\n\n")
+        events = []
+        for i in range(n):  # the choices one after another (OpenAI interleaves; both are valid)
+            events.append(chunk(i, {"role": "assistant", "content": ""}, None))
+            events += [chunk(i, {"content": w if j == 0 else " " + w}, None) for j, w in enumerate(words)]
+            events.append(chunk(i, {}, finish))
+        if include_usage:
+            u = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+                 "choices": [], "usage": usage}
+            events.append(b"data: " + orjson.dumps(u) + b"\n\n")
         events.append(b"data: [DONE]\n\n")
         return _MockStream(events)
 

@@ -172,7 +172,9 @@ class OpenAIAdapter(Adapter):
         return errors.BadRequest(text, param=param, code=code or "invalid_request", **kw)
 
     def new_stream_translator(self, req: dict[str, Any], model: str) -> StreamTranslator:
-        return OpenAIStreamTranslator(model=model, adapter=self)
+        asked = bool((req.get("stream_options") or {}).get("include_usage"))
+        return OpenAIStreamTranslator(model=model, adapter=self,
+                                      strip_usage=self.provider.stream_usage and not asked)
 
     def quota_exhausted(self, headers: Mapping[str, str]) -> float | None:
         """``x-ratelimit-remaining-requests|tokens: 0`` → the matching ``x-ratelimit-reset-*``."""
@@ -186,9 +188,12 @@ class OpenAIAdapter(Adapter):
 class OpenAIStreamTranslator(StreamTranslator):
     """OpenAI chunks pass through as the bytes received; usage is taken out."""
 
-    def __init__(self, model: str, adapter: OpenAIAdapter) -> None:
+    def __init__(self, model: str, adapter: OpenAIAdapter, strip_usage: bool = False) -> None:
         super().__init__(model=model)
         self.adapter = adapter
+        #: the gateway asked for usage the client did not: chunks lose the ``"usage":null``
+        #: that asking adds, and look as they would have without it
+        self.strip_usage = strip_usage
 
     def feed(self, event: SSEEvent) -> list[Chunk]:
         return self.feed_data(event.raw if event.raw is not None else event.data.encode())
@@ -231,4 +236,9 @@ class OpenAIStreamTranslator(StreamTranslator):
             return [obj]
         if not choices:
             return []
+        if self.strip_usage:
+            if raw.endswith(b',"usage":null}'):
+                return [raw[:-14] + b"}"]
+            if raw.endswith(b', "usage": null}'):
+                return [raw[:-16] + b"}"]
         return [raw]

@@ -149,6 +149,8 @@ def replay_chunks(response: dict[str, Any], include_usage: bool) -> list[dict[st
     def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
         c = dict(base)
         c["choices"] = choices
+        if include_usage:  # as OpenAI: every chunk says usage null, the last one carries it
+            c["usage"] = None
         return c
 
     out: list[dict[str, Any]] = []

@@ -130,3 +130,36 @@ async def test_falling_back_line_names_the_failed_status(gateway, vendor_env, fa
     assert status == 200
     fell = [e for e in gw.events("attempt") if e["message"] == "falling back"]
     assert fell and fell[0]["status"] == 500 and fell[0]["error_type"] == "upstream_unavailable"
+
+
+async def test_chunks_carry_usage_only_when_the_client_asked(gateway, vendor_env, fake_openai):
+    """The gateway always asks an OpenAI upstream for usage (for cost); a client that did
+    not ask sees chunks as OpenAI would have sent them: no "usage" key, no usage chunk."""
+    gw = await gateway(vendor_env)
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, "stream": True})
+    assert fake_openai.last.body["stream_options"] == {"include_usage": True}
+    cs = chunks(raw)
+    assert cs and all("usage" not in c for c in cs) and all(c["choices"] for c in cs)
+    assert stream_text(raw) == "Hello from fake OpenAI." and sse_events(raw)[-1] == (None, "[DONE]")
+    for cache in ("HIT", "MISS"):  # the same question (a replay from the cache), then another
+        messages = HI if cache == "HIT" else [{"role": "user", "content": "another"}]
+        status, headers, raw = await post(gw, {"model": "gpt-4o-mini", "messages": messages, **STREAM})
+        cs = chunks(raw)
+        assert headers["X-Gateway-Cache"] == cache
+        assert all(c["usage"] is None for c in cs[:-1]) and cs[-1]["usage"]["total_tokens"] > 0
+
+
+async def test_mock_streams_every_choice(gateway):
+    gw = await gateway({})
+    status, _, raw = await post(gw, {"model": "mock", "messages": HI, "n": 2, "stream": True})
+    texts: dict[int, str] = {}
+    finished = set()
+    for c in chunks(raw):
+        assert "usage" not in c
+        for ch in c["choices"]:
+            texts[ch["index"]] = texts.get(ch["index"], "") + (ch["delta"].get("content") or "")
+            if ch["finish_reason"]:
+                finished.add(ch["index"])
+    assert set(texts) == finished == {0, 1} and texts[0] == texts[1] != ""
+    status, _, plain = await post(gw, {"model": "mock", "messages": HI, "n": 2})
+    assert [c["message"]["content"] for c in orjson.loads(plain)["choices"]] == [texts[0], texts[1]]
