@@ -67,10 +67,18 @@ def _text_of(content: Any, where: str) -> str:
     raise errors.BadRequest(f"{where} must be a string or a list of content parts.", param=where)
 
 
+#: the image media types the Messages API takes (``image/jpg``, a common misspelling, is JPEG)
+_IMAGE_TYPES = {"image/jpeg": "image/jpeg", "image/jpg": "image/jpeg", "image/png": "image/png",
+                "image/gif": "image/gif", "image/webp": "image/webp"}
+
+
 def _image(url: str, where: str) -> dict[str, Any]:
     m = _DATA_URL.match(url)
     if m:
-        return {"type": "image", "source": {"type": "base64", "media_type": m.group(1), "data": m.group(2)}}
+        media = _IMAGE_TYPES.get(m.group(1).lower())
+        if media is None:
+            raise unsupported(f"{where}: Anthropic takes JPEG, PNG, GIF and WebP images, not {m.group(1)}.", where)
+        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": m.group(2)}}
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     raise errors.BadRequest(f"{where}: image_url must be an http(s) URL or a base64 data: URL.", param=where)

@@ -493,8 +493,8 @@ class LiveStream:
                     delta["content"] = content
                 if content:
                     seg.delivered.append(content)
-                if delta.get("content") == "" and len(delta) == 1:
-                    delta = {}
+                if all(v is None or v == "" for v in delta.values()):
+                    delta = {}  # the continuation's opening chunk (content "", refusal null): nothing new
                 if delta or ch.get("finish_reason"):
                     keep.append({**ch, "delta": delta})
             if keep:

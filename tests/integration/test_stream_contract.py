@@ -163,3 +163,14 @@ async def test_mock_streams_every_choice(gateway):
     assert set(texts) == finished == {0, 1} and texts[0] == texts[1] != ""
     status, _, plain = await post(gw, {"model": "mock", "messages": HI, "n": 2})
     assert [c["message"]["content"] for c in orjson.loads(plain)["choices"]] == [texts[0], texts[1]]
+
+
+async def test_a_continued_stream_has_one_opening_chunk(gateway, vendor_env, fake_openai):
+    gw = await gateway(vendor_env)
+    fake_openai.text = "one two three four"
+    fake_openai.inject(Fault(cut_after=3))  # role, "one ", "two ": then a fresh answer, its prefix skipped
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    assert stream_text(raw) == "one two three four" and len(fake_openai.requests) == 2
+    deltas = [ch["delta"] for c in chunks(raw) for ch in c["choices"]]
+    assert deltas[0]["role"] == "assistant"
+    assert all(any(v not in ("", None) for v in d.values()) for d in deltas[1:] if d), deltas

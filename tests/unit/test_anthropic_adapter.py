@@ -585,3 +585,14 @@ async def test_fake_refuses_what_anthropic_refuses(fake: FakeAnthropic) -> None:
     ]:
         async with aiohttp.ClientSession() as s, s.post(good.url, data=orjson.dumps(bad), headers=good.headers) as r:
             assert r.status == 400 and why in (await r.json())["error"]["message"], why
+
+
+def test_image_media_types() -> None:
+    def sent(url: str) -> dict[str, Any]:
+        return _body({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}]}]})["messages"][0]["content"][0]["source"]
+    assert sent("data:image/jpg;base64,AAAA")["media_type"] == "image/jpeg"
+    assert sent("data:image/webp;base64,AAAA")["media_type"] == "image/webp"
+    with pytest.raises(errors.UnsupportedParameter) as e:
+        sent("data:image/bmp;base64,AAAA")
+    assert e.value.param == "messages[0].content[0].image_url"
