@@ -23,6 +23,7 @@ class RequestContext:
     attempts: int = 0
     fallback_used: bool = False
     upstream_s: float = 0.0  # time spent waiting on upstreams (all attempts)
+    waited_s: float = 0.0  # backoff sleeps between attempts: neither the gateway's work nor the upstream's
     #: streams: seconds from the request start to the first content chunk in hand (metrics)
     first_token_s: float | None = None
     cache: str = "BYPASS"
@@ -46,4 +47,4 @@ class RequestContext:
         return (time.perf_counter() - self.started) * 1000.0
 
     def overhead_ms(self) -> float:
-        return max(0.0, self.elapsed_ms() - self.upstream_s * 1000.0)
+        return max(0.0, self.elapsed_ms() - (self.upstream_s + self.waited_s) * 1000.0)

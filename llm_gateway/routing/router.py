@@ -92,7 +92,9 @@ class Router:
                           delay_ms=round(delay * 1000.0, 1))
                     if self.observer is not None:
                         self.observer.retry(t.provider)
+                    slept = time.perf_counter()
                     await self.sleep(delay)
+                    ctx.waited_s += time.perf_counter() - slept
             if self.clock() >= deadline:
                 break
             if index + 1 < len(targets):

@@ -174,3 +174,27 @@ async def test_a_continued_stream_has_one_opening_chunk(gateway, vendor_env, fak
     deltas = [ch["delta"] for c in chunks(raw) for ch in c["choices"]]
     assert deltas[0]["role"] == "assistant"
     assert all(any(v not in ("", None) for v in d.values()) for d in deltas[1:] if d), deltas
+
+
+async def test_backoff_sleep_is_not_gateway_overhead(vendor_env, fake_openai, tmp_path):
+    """X-Gateway-Overhead-Ms is the gateway's own time: a real 300 ms wait a vendor asked
+    for is neither its work nor the upstream's."""
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from llm_gateway.app import create_app
+    from llm_gateway.settings import load_settings
+
+    settings = load_settings({}, {**vendor_env, "LEDGER_PATH": str(tmp_path / "l.sqlite3"), "MAX_BACKOFF": "2000"})
+    server = TestServer(create_app(settings), host="127.0.0.1")  # the real asyncio.sleep
+    await server.start_server()
+    try:
+        fake_openai.inject(Fault(status=429, body={"error": {"message": "slow down", "type": "requests",
+                                                             "param": None, "code": "rate_limit_exceeded"}},
+                                 headers={"retry-after-ms": "300"}))
+        async with aiohttp.ClientSession() as s, s.post(str(server.make_url("/v1/chat/completions")),
+                                                        json={"model": "gpt-4o-mini", "messages": HI}) as r:
+            assert r.status == 200 and r.headers["X-Gateway-Attempts"] == "2"
+            assert float(r.headers["X-Gateway-Overhead-Ms"]) < 250
+    finally:
+        await server.close()
