@@ -179,7 +179,8 @@ class GeminiAdapter(Adapter):
         return f"{self.provider.base_url}/{self.api_version}/models/{quote(model)}:{method}"
 
     def build_request(self, req: dict[str, Any], model: str, *, stream: bool) -> UpstreamRequest:
-        body = build_body(req, model.removeprefix("models/"), allow_prefill=self.supports_prefill)
+        body = build_body(req, model.removeprefix("models/"), allow_prefill=self.supports_prefill,
+                          call_ids=self.api_version != "v1")
         headers = {"Content-Type": "application/json"}
         if stream:
             headers["Accept"] = "text/event-stream"

@@ -69,9 +69,12 @@ def gemini_major(model: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def build_body(req: dict[str, Any], model: str, *, allow_prefill: bool) -> dict[str, Any]:
+def build_body(req: dict[str, Any], model: str, *, allow_prefill: bool, call_ids: bool = True) -> dict[str, Any]:
+    """``call_ids``: tool-call ids go back in ``functionCall.id`` / ``functionResponse.id``
+    (v1beta has both fields: "the client to execute the function_call and return the
+    response with the matching id"; v1 has neither)."""
     _check_fields(req)
-    state = _Messages(model, allow_prefill)
+    state = _Messages(model, allow_prefill, call_ids)
     system, contents = state.translate(req.get("messages") or [])
     if not contents:
         raise BadRequest("Gemini needs at least one user or assistant message besides system messages.",
@@ -208,9 +211,10 @@ _MSG_KEYS = {
 class _Messages:
     """One pass over the messages; remembers tool-call names for later tool results."""
 
-    def __init__(self, model: str, allow_prefill: bool) -> None:
+    def __init__(self, model: str, allow_prefill: bool, call_ids: bool = True) -> None:
         self.model = model
         self.allow_prefill = allow_prefill
+        self.call_ids = call_ids
         self.tool_names: dict[str, str] = {}
         #: tool-call id -> the call's position in the history, and a result part -> its call's
         #: position: Gemini pairs results with calls by order (OpenAI by id, in any order)
@@ -326,6 +330,8 @@ class _Messages:
                 self.tool_names[c["id"]] = f["name"]
                 self.call_order.setdefault(c["id"], len(self.call_order))
             part: dict[str, Any] = {"functionCall": {"name": f["name"], "args": args}}
+            if self.call_ids and isinstance(c.get("id"), str) and c["id"]:
+                part["functionCall"]["id"] = c["id"]
             sig = ((c.get("extra_content") or {}).get("google") or {}).get("thought_signature")
             if sig:
                 part["thoughtSignature"] = sig
@@ -346,7 +352,9 @@ class _Messages:
         except orjson.JSONDecodeError:
             value = None
         response = value if isinstance(value, dict) else {"output": text}
-        part = {"functionResponse": {"name": name, "response": response}}
+        part: dict[str, Any] = {"functionResponse": {"name": name, "response": response}}
+        if self.call_ids and isinstance(call_id, str) and call_id in self.tool_names:
+            part["functionResponse"]["id"] = call_id
         if call_id in self.call_order:
             self.result_order[id(part)] = self.call_order[call_id]
         return part

@@ -113,8 +113,9 @@ async def test_tool_call_round_trip(fake: FakeGemini) -> None:
     follow["messages"] += [msg, {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": "42"}]
     out = await complete(a, follow)
     assert out["choices"][0]["message"]["content"] == "Hello from fake Gemini."
-    assert fake.last.body["contents"][-1]["parts"][0]["functionResponse"] == {"name": "lookup",
-                                                                              "response": {"output": "42"}}
+    sent = fake.last.body["contents"]
+    assert sent[-1]["parts"][0]["functionResponse"] == {"name": "lookup", "response": {"output": "42"},
+                                                        "id": sent[-2]["parts"][0]["functionCall"]["id"]}
     tr, chunks = await stream(a, chat(tools=tools, tool_choice={"type": "function", "function": {"name": "lookup"}}))
     assert tr.finish_reason == "tool_calls" and tr.done
     assert any("tool_calls" in c["choices"][0]["delta"] for c in chunks)

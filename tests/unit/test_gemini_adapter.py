@@ -101,7 +101,7 @@ def test_function_results_never_share_a_turn_with_text() -> None:
         {"id": "x", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "x", "content": "42"}, user("and?")))
     assert [c["role"] for c in b["contents"]] == ["user", "model", "user", "user"]
-    assert b["contents"][2]["parts"] == [{"functionResponse": {"name": "f", "response": {"output": "42"}}}]
+    assert b["contents"][2]["parts"] == [{"functionResponse": {"name": "f", "response": {"output": "42"}, "id": "x"}}]
 
 
 def test_generation_config_mapping() -> None:
@@ -178,7 +178,17 @@ def test_thought_signature_sentinel_only_where_needed() -> None:
     assert all("thoughtSignature" not in p for p in g2)
     kept = body_of(chat(user("x"), calls("a", sig="real"), {"role": "tool", "tool_call_id": "a", "content": "1"}),
                    model="gemini-3-flash-preview")["contents"][1]["parts"][0]
-    assert kept == {"functionCall": {"name": "f", "args": {"n": 1}}, "thoughtSignature": "real"}
+    assert kept == {"functionCall": {"name": "f", "args": {"n": 1}, "id": "a"}, "thoughtSignature": "real"}
+
+
+def test_call_ids_go_back_on_v1beta_only() -> None:
+    msgs = chat(user("x"), calls("a"), {"role": "tool", "tool_call_id": "a", "content": "1"})
+    b = body_of(msgs)
+    assert b["contents"][1]["parts"][0]["functionCall"]["id"] == "a"
+    assert b["contents"][2]["parts"][0]["functionResponse"]["id"] == "a"
+    v1 = orjson.loads(adapter(api_version="v1").build_request(msgs, "gemini-2.5-flash", stream=False).body)
+    assert "id" not in v1["contents"][1]["parts"][0]["functionCall"]
+    assert "id" not in v1["contents"][2]["parts"][0]["functionResponse"]
 
 
 def test_tool_result_needs_matching_call() -> None:
