@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -129,6 +130,8 @@ class OpenAIAdapter(Adapter):
                 f"{self.name} answered without 'choices'", provider=self.name, model=model
             )
         data.setdefault("object", "chat.completion")
+        if not data.get("id"):  # some OpenAI-compatible servers leave it out; OpenAI never does
+            data["id"] = "chatcmpl-" + uuid.uuid4().hex[:24]
         data.setdefault("model", model)
         data.setdefault("created", int(time.time()))
         return data

@@ -24,6 +24,15 @@ MISTRAL_FIELDS = frozenset({
 })
 
 
+#: client-python's message models: UserMessage/SystemMessage have role and content only
+_MESSAGE_KEYS = {
+    "system": {"role", "content"},
+    "user": {"role", "content"},
+    "assistant": {"role", "content", "tool_calls", "prefix"},
+    "tool": {"role", "content", "tool_call_id", "name"},
+}
+
+
 def unprocessable(field: str, value: Any) -> web.Response:
     body = {"object": "error", "message": {"detail": [
         {"type": "extra_forbidden", "loc": ["body", field], "msg": "Extra inputs are not permitted",
@@ -54,9 +63,20 @@ class FakeMistral(FakeOpenAI):
                 if k not in self.known_fields:
                     return unprocessable(k, v)
             for i, m in enumerate(body.get("messages") or []):
-                extra = set(m) - {"role", "content", "name", "tool_calls", "tool_call_id", "prefix"}
+                role = m.get("role")
+                allowed = _MESSAGE_KEYS.get(role)
+                if allowed is None:
+                    return unprocessable(f"messages.{i}", role)  # e.g. "developer": no such tag
+                extra = set(m) - allowed
                 if extra:
-                    return unprocessable(f"messages.{i}.{sorted(extra)[0]}", None)
+                    return unprocessable(f"messages.{i}.{role}.{sorted(extra)[0]}", None)
+                ids = [c.get("id") for c in m.get("tool_calls") or []] + ([m["tool_call_id"]] if "tool_call_id" in m else [])
+                for tid in ids:
+                    if not (isinstance(tid, str) and len(tid) == 9 and tid.isascii() and tid.isalnum()):
+                        return web.Response(status=400, content_type="application/json", body=orjson.dumps({
+                            "object": "error", "message": f"Tool call id was {tid} but must be a-z, A-Z, 0-9, "
+                            "with a length of 9.", "type": "invalid_request_message_order", "param": None,
+                            "code": "3280"}))
         return super().validate(body)
 
     def answer_text(self, body: dict[str, Any], fault: Fault) -> str:
