@@ -203,6 +203,9 @@ def parse_chat(raw: bytes) -> ChatRequest:
     if len(model) > MAX_MODEL_CHARS:
         raise errors.BadRequest(f"'model' is longer than {MAX_MODEL_CHARS} characters.", param="model",
                                 code="invalid_value")
+    if not model.isprintable():  # it is echoed in X-Gateway-Model, logged and stored in the ledger
+        raise errors.BadRequest("'model' must be printable text (no control characters).", param="model",
+                                code="invalid_value")
     msgs = body.get("messages")
     if msgs is None:
         raise errors.BadRequest("Missing required parameter: 'messages'.", param="messages",

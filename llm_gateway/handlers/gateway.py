@@ -75,6 +75,9 @@ def _str(body: dict[str, Any], name: str, required: bool = False) -> str | None:
         return None
     if not isinstance(v, str) or not v.strip():
         raise errors.BadRequest(f"'{name}' must be a non-empty string.", param=name, code="invalid_type")
+    if not v.isprintable():  # names end up in headers, log lines and ledger rows
+        raise errors.BadRequest(f"'{name}' must be printable text (no control characters).", param=name,
+                                code="invalid_value")
     return v
 
 

@@ -93,10 +93,11 @@ class PostgresStore:
         return self._pool
 
     async def write(self, rows: list[LedgerRow]) -> None:
+        """One transaction for the batch (all rows or none)."""
         pool = await self._get_pool()
         params = [
-            (r.row_id, r.request_id, _dt(r.ts), r.tenant, r.endpoint, r.provider, r.model, r.status,
-             r.error_type, r.cache, r.attempts, r.fallback_used, r.input_tokens, r.cached_input_tokens,
+            (r.row_id, _text(r.request_id), _dt(r.ts), _text(r.tenant), r.endpoint, _text(r.provider),
+             _text(r.model), r.status, r.error_type, r.cache, r.attempts, r.fallback_used, r.input_tokens, r.cached_input_tokens,
              r.output_tokens, r.reasoning_tokens, r.total_tokens, r.estimated, r.cost_usd, r.latency_ms)
             for r in rows
         ]
@@ -160,3 +161,8 @@ def _where(q: UsageQuery) -> tuple[str, list[Any]]:
         args.append(q.tenant)
         conds.append(f"tenant = ${len(args)}")
     return (" WHERE " + " AND ".join(conds) if conds else ""), args
+
+
+def _text(v: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL (SQLite can): it is stored as U+FFFD."""
+    return v.replace("\x00", "\ufffd") if v is not None and "\x00" in v else v

@@ -37,6 +37,11 @@ def _assert_envelope(body: dict, status: int, rid: str) -> dict:
      "task_type"),
     (b'{"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
     (b'{"model": "openai", "messages": [{"role": "user", "content": "x"}]}', 400, "model"),
+    # control characters would reach the X-Gateway-Model header (a header injection aiohttp
+    # refuses only after the vendor was called and billed), log lines and ledger rows
+    (b'{"model": "mock/a\\nb", "messages": [{"role": "user", "content": "x"}]}', 400, "model"),
+    (b'{"model": "openai/gpt\\u0000x", "messages": [{"role": "user", "content": "x"}], "stream": true}', 400,
+     "model"),
 ])
 async def test_bad_chat_requests(gateway, payload, status, param):
     gw = await gateway({})
@@ -103,3 +108,16 @@ async def test_error_types_in_logs_are_readable_snake_case(gateway):
                             headers={"Content-Type": "application/json"}) as r:
         assert r.status == 400
     assert [e["error_type"] for e in gw.events("error")] == ["invalid_json"]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/query", {"query": "x", "model": "mock/a\rb"}),
+    ("/v1/gateway/query", {"query": "x", "model": "mock/a\u0001b"}),
+    ("/v1/gateway/query", {"query": "x", "model": "mock", "model_version": "1\n2"}),
+])
+async def test_native_names_with_control_characters(gateway, path, body):
+    gw = await gateway({})
+    async with gw.http.post(gw.url + path, json=body) as r:
+        assert r.status == 400
+        err = _assert_envelope(await r.json(), 400, r.headers["X-Request-ID"])
+        assert err["param"] in ("model", "model_version")

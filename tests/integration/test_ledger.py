@@ -294,6 +294,60 @@ async def test_writer_retries_with_backoff_then_recovers(tmp_path):
         assert db.execute("SELECT COUNT(*) FROM llm_gateway_requests").fetchone() == (3,)
 
 
+class PickyStore(GateStore):
+    """Up, but refuses any batch holding a row of tenant "poison" (a value it cannot store)."""
+
+    async def write(self, rows: list[LedgerRow]) -> None:
+        self.attempts += 1
+        if self.fail:
+            raise ConnectionError("database is down")
+        if any(r.tenant == "poison" for r in rows):
+            raise ValueError("invalid byte sequence for encoding UTF8: 0x00")
+        await self.inner.write(rows)
+
+
+async def test_a_row_the_store_refuses_does_not_hold_back_the_others(tmp_path):
+    picky = PickyStore(SQLiteStore(str(tmp_path / "p.sqlite3")))
+    ledger = Ledger(picky, queue_size=100, flush_timeout=1, retry_initial=0.001, retry_max=0.004)
+    await ledger.start()
+    ledger.record(row(0))
+    ledger.record(row(1, tenant="poison"))
+    for i in range(2, 6):
+        ledger.record(row(i))
+    assert await ledger.flush(5)  # written row by row after the batch kept failing
+    assert ledger.written == 5 and ledger.dropped == 1 and not ledger.failing
+    ledger.record(row(6))
+    assert await ledger.flush(5)
+    await ledger.close()
+    with sqlite3.connect(tmp_path / "p.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM llm_gateway_requests").fetchone() == (6,)
+
+
+async def test_an_outage_is_not_mistaken_for_refused_rows(tmp_path):
+    picky = PickyStore(SQLiteStore(str(tmp_path / "o.sqlite3")))
+    picky.fail = True
+    ledger = Ledger(picky, queue_size=100, flush_timeout=1, retry_initial=0.001, retry_max=0.004)
+    await ledger.start()
+    for i in range(10):
+        ledger.record(row(i))
+    await _until(lambda: picky.attempts >= 20)  # several rounds, row-by-row tries among them
+    assert ledger.failing and len(ledger._q) == 10 and ledger.dropped == 0
+    picky.fail = False
+    assert await ledger.flush(5)
+    assert ledger.written == 10
+    await ledger.close()
+
+
+async def test_postgres_stores_text_with_nul(pg_url):
+    s = PostgresStore(pg_url)
+    try:
+        await s.write([row(0, tenant="a\x00b", model="m\x00")])
+        recent = await s.recent(1, None)
+        assert recent[0]["tenant"] == "a\ufffdb" and recent[0]["model"] == "m\ufffd"
+    finally:
+        await s.close()
+
+
 async def _until(cond: Any, timeout: float = 5.0) -> None:
     """Wait for a condition the ledger's writer task makes true (yields to it, no fixed sleep)."""
     deadline = time.monotonic() + timeout
