@@ -173,12 +173,11 @@ class Budgets:
             ("monthly", lim.per_month, s.spent_month, s.reserved_month, "on the 1st of the month (UTC)"),
         ):
             if limit is not None and spent + reserved + amount > limit:
-                raise errors.CostLimitExceeded(
+                raise errors.BudgetExceeded(
                     f"Tenant '{tenant}' would exceed its {period} budget of ${fmt_usd(limit)}: spent "
                     f"${fmt_usd(spent)}, ${fmt_usd(reserved)} reserved by requests in flight, and this "
                     f"request may cost up to ${fmt_usd(amount)} (worst case; set max_tokens to lower it). "
-                    f"The budget resets {resets}.",
-                    code="budget_exceeded")
+                    f"The budget resets {resets}.")
         s.reserved_day += amount
         s.reserved_month += amount
         return Hold(tenant, amount, day, month)

@@ -22,6 +22,7 @@ the errors middleware turns them into the OpenAI envelope
     │   ├── NotFound (404)               unknown route or model
     │   ├── PayloadTooLarge (413)
     │   └── CostLimitExceeded (402)
+    │       └── BudgetExceeded   a tenant's daily or monthly budget (code budget_exceeded)
     ├── LimiterUnavailable (503)         the shared rate-limit store is down (fail-closed)
     └── UpstreamError                    a target failed; the router decides
         ├── RateLimited (429)            retryable, honours retry_after
@@ -160,6 +161,13 @@ class CostLimitExceeded(ClientError):
     status = 402
     type = "insufficient_quota"
     code = "cost_limit_exceeded"
+
+
+class BudgetExceeded(CostLimitExceeded):
+    """A tenant's budget, not the request's max_cost_usd: its own error_type in logs and
+    the ledger, so the two refusals can be told apart."""
+
+    code = "budget_exceeded"
 
 
 class MethodNotAllowed(ClientError):

@@ -28,13 +28,13 @@ import orjson
 from aiohttp import web
 
 from .. import errors
-from ..budget import admit, worst_case
+from ..budget import admit, tenant_of, worst_case
 from ..cache import ResponseCache
 from ..catalog import TASK_TYPES
 from ..context import RequestContext
 from ..cost import MILLION, fmt_usd, output_cap, token_buckets, usd_number
 from ..keys import CACHE, CATALOG, CTX, RESOLVER, ROUTER, SETTINGS
-from ..limits import reserve_chat
+from ..limits import admit_tenant, reserve_chat
 from ..logging import request_id_var
 from ..middleware.request_id import usable_request_id
 from ..routing.resolve import Target
@@ -295,6 +295,8 @@ async def gateway_query(request: web.Request) -> web.Response:
     dry_run = _bool(b, "dry_run")
     max_tokens = _int(b, "max_tokens", 1)
     _tenant(request, ctx, b)
+    if not request.app[SETTINGS].auth_enabled:  # the middleware left the admission to us
+        await admit_tenant(request, tenant_of(ctx))
     ctx.model_asked = model
     log_request(request, ctx, query)
     if not dry_run:  # a dry run spends nothing and leaves no ledger row

@@ -257,7 +257,8 @@ RESPONSES = {
     name: _err(desc) for name, desc in (
         ("BadRequest", "invalid JSON, a missing field, or a field of the wrong type or range (param names it)"),
         ("Unauthorized", "missing, malformed or unknown gateway key"),
-        ("CostLimitExceeded", "the estimate exceeds max_cost_usd or a budget (code cost_limit_exceeded)"),
+        ("CostLimitExceeded", "the estimate exceeds max_cost_usd (code cost_limit_exceeded) or the tenant's "
+                              "budget (code budget_exceeded)"),
         ("Forbidden", "the body names another tenant than the key's"),
         ("NotFound", "unknown model or route"),
         ("RequestTimeout", "the request body did not arrive within CLIENT_BODY_TIMEOUT"),

@@ -7,7 +7,7 @@ Prompt and answer text are never in the ledger, so never in these answers.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -70,6 +70,9 @@ def _read_tenant(request: web.Request, asked: str | None) -> str | None:
     return own
 
 
+_LAST = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+
+
 def parse_when(name: str, raw: str, end: bool) -> float:
     """An ISO date (``2025-06-01``) or datetime (``2025-06-01T12:00:00Z``; no offset = UTC).
 
@@ -78,14 +81,15 @@ def parse_when(name: str, raw: str, end: bool) -> float:
     try:
         if len(s) == 10 and "T" not in s and " " not in s:
             d = datetime.strptime(s, "%Y-%m-%d").replace(tzinfo=UTC)
-            return (d + timedelta(days=1)).timestamp() if end else d.timestamp()
-        dt = datetime.fromisoformat(s.replace("z", "Z"))
-    except ValueError:
+            ts = d.timestamp() + (86400.0 if end else 0.0)
+        else:
+            dt = datetime.fromisoformat(s.replace("z", "Z"))
+            ts = (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
         raise errors.BadRequest(f"'{name}'={raw!r} is not an ISO date (2025-06-01) or datetime "
                                 "(2025-06-01T12:00:00Z).", param=name, code="invalid_value") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    # Outside 1970..9999 no row can exist; clamped, so that neither store meets a year 0.
+    return min(max(ts, 0.0), _LAST)
 
 
 def _iso(ts: float) -> str:

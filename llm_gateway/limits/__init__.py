@@ -59,6 +59,20 @@ async def _rate_headers(request: web.BaseRequest, response: web.StreamResponse) 
         response.headers.update(ticket.headers())
 
 
+async def admit_tenant(request: web.Request, tenant: str) -> None:
+    """Admission for a route whose body may name its tenant (``/v1/gateway/query``) when
+    the gateway runs without keys: the middleware leaves it to the handler, which knows
+    the tenant once the body is read (settled by the middleware as usual)."""
+    limiter = request.app.get(LIMITER)
+    if limiter is None:
+        return
+    buckets = limiter.buckets(tenant, None)
+    if buckets:
+        ticket = Ticket(buckets)
+        request[RATE_TICKET] = ticket
+        await limiter.admit(ticket)
+
+
 async def reserve_tokens(request: web.Request, prompt_tokens: int | Callable[[], int],
                          output_tokens: int | None = None) -> None:
     """Reserve ``prompt_tokens`` + ``output_tokens`` (None: the configured default).

@@ -13,7 +13,8 @@ import asyncio
 
 from aiohttp import web
 
-from ..keys import CTX, LIMITER, RATE_TICKET
+from ..budget import tenant_of
+from ..keys import CTX, LIMITER, RATE_TICKET, SETTINGS
 from ..limits import Ticket
 
 #: the routes that spend upstream tokens; everything else is not rate-limited
@@ -22,6 +23,10 @@ LIMITED = frozenset({
     ("POST", "/api/query"),
     ("POST", "/v1/gateway/query"),
 })
+
+
+#: routes whose body may name the tenant (honoured only without gateway keys)
+BODY_TENANT = frozenset({"/v1/gateway/query"})
 
 
 def _actual_tokens(request: web.Request) -> int:
@@ -40,15 +45,19 @@ async def ratelimit_middleware(request: web.Request, handler: web.Handler) -> we
         return await handler(request)
     limiter = request.app[LIMITER]
     ctx = request[CTX]
-    buckets = limiter.buckets(ctx.tenant, ctx.key_id)
-    if not buckets:
-        return await handler(request)
-    ticket = Ticket(buckets)
-    request[RATE_TICKET] = ticket  # before admit: a refusal carries the headers too
-    await limiter.admit(ticket)
+    # Without gateway keys the tenant is "default" (what the ledger and budgets call it),
+    # or, on the route whose body may name one, that tenant: the handler admits it then
+    # (``limits.admit_tenant``) once the body is read.
+    deferred = request.path in BODY_TENANT and not request.app[SETTINGS].auth_enabled
+    buckets = None if deferred else limiter.buckets(tenant_of(ctx), ctx.key_id)
+    if buckets:
+        ticket = Ticket(buckets)
+        request[RATE_TICKET] = ticket  # before admit: a refusal carries the headers too
+        await limiter.admit(ticket)
     try:
         return await handler(request)
     finally:
-        if ticket.taken or ticket.token_buckets:
+        ticket = request.get(RATE_TICKET)
+        if ticket is not None and (ticket.taken or ticket.token_buckets):
             # shielded: a client that disconnects cancels the handler, not the refund
             await asyncio.shield(limiter.settle(ticket, _actual_tokens(request)))

@@ -38,6 +38,10 @@ class TargetHealth:
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=50))
 
 
+#: targets tracked at most (the catalog has well under a hundred)
+MAX_TARGETS = 2048
+
+
 class Health:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -48,8 +52,17 @@ class Health:
     def _get(self, key: str) -> TargetHealth:
         h = self.targets.get(key)
         if h is None:
+            if len(self.targets) >= MAX_TARGETS:
+                self._evict()
             h = self.targets[key] = TargetHealth()
         return h
+
+    def _evict(self) -> None:
+        """Model names come from clients (ids outside the catalog are forwarded): the table
+        is bounded. The oldest healthy entry goes first; one that is cooling down is only
+        given up when every entry is."""
+        victim = next((k for k, h in self.targets.items() if h.state == "closed"), None)
+        del self.targets[victim if victim is not None else next(iter(self.targets))]
 
     def available(self, key: str) -> bool:
         h = self.targets.get(key)

@@ -407,12 +407,22 @@ async def test_usage_and_requests_from_the_ledger(gateway, vendor_env, fake_open
 @pytest.mark.parametrize("query, param", [
     ("from=yesterday", "from"), ("to=2025-13-01", "to"), ("group_by=week", "group_by"),
     ("group_by=day,day", "group_by"), ("from=2025-06-02&to=2025-06-01", "from"), ("limit=3", "limit"),
-    ("tenant=", "tenant"),
+    ("tenant=", "tenant"), ("to=2025-06-01T25:00:00Z", "to"),
 ])
 async def test_usage_validation(gateway, query, param):
     gw = await gateway({})
     status, _, body = await get(gw, "/v1/gateway/usage?" + query)
     assert status == 400 and body["error"]["param"] == param, body
+
+
+@pytest.mark.parametrize("query", ["to=9999-12-31", "from=0001-01-01T00:00:00%2B05:00", "from=0001-01-01",
+                                   "to=9999-12-31T23:59:59-05:00"])
+async def test_usage_at_the_ends_of_the_calendar(gateway, query):
+    gw = await gateway({})
+    status, _, body = await get(gw, "/v1/gateway/usage?" + query)
+    assert status == 200 and body["totals"]["requests"] == 0, body
+    status, _, st = await get(gw, "/api/status")
+    assert status == 200 and not (st.get("ledger") or {}).get("last_error"), st.get("ledger")
 
 
 @pytest.mark.parametrize("limit", ["0", "1001", "ten", "-1"])
@@ -499,6 +509,7 @@ async def test_budget_applies_to_chat_completions_before_any_upstream_call(gatew
         "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}, headers=ACME)
     assert status == 402 and body["error"]["code"] == "budget_exceeded" and "acme" in body["error"]["message"]
     assert fake_openai.requests == []
+    assert gw.events("response")[-1]["error_type"] == "budget_exceeded"  # not max_cost_usd's cost_limit_exceeded
     # another tenant has no budget
     status, _, _ = await post(gw, "/v1/chat/completions", {
         "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}, headers=GLOBEX)

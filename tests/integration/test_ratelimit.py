@@ -314,3 +314,26 @@ async def test_native_query_endpoints_share_the_tenant_limits(gateway):
             assert r.headers["x-ratelimit-limit-requests"] == "3"
             assert "x-ratelimit-remaining-tokens" in r.headers
     assert statuses == [200, 200, 200, 429]
+
+
+async def test_without_keys_the_default_and_body_tenants_are_limited(gateway):
+    """No gateway keys: a request is the "default" tenant's (as in the ledger and budgets),
+    or the tenant its /v1/gateway/query body names; their limits apply."""
+    gw = await gateway({"CACHE_ENABLED": "false"},
+                       config="[tenants.default]\nrequests_per_minute = 2\n"
+                              "[tenants.alpha]\nrequests_per_minute = 1\n")
+    statuses = []
+    for i in range(3):
+        async with gw.http.post(gw.url + "/v1/chat/completions", json=chat(f"d{i}")) as r:
+            statuses.append(r.status)
+            assert r.headers["x-ratelimit-limit-requests"] == "2"
+    assert statuses == [200, 200, 429]
+    statuses = []
+    for i in range(2):
+        async with gw.http.post(gw.url + "/v1/gateway/query",
+                                json={"query": f"a{i}", "model": "mock", "tenant": "alpha"}) as r:
+            statuses.append(r.status)
+            assert r.headers["x-ratelimit-limit-requests"] == "1"
+            if r.status == 429:
+                assert "tenant 'alpha'" in (await r.json())["error"]["message"]
+    assert statuses == [200, 429]

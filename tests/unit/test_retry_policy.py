@@ -50,3 +50,20 @@ def test_retry_after_wins_up_to_the_cap(settings, retry_after, computed):
 def test_delays_grow_exponentially_without_jitter():
     s = Settings(initial_backoff_ms=1000, max_backoff_ms=30000, backoff_factor=2.0, jitter=0.0, max_retries=6)
     assert list(RetryPolicy(s).delays()) == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+
+
+def test_health_table_is_bounded_and_keeps_cooling_targets() -> None:
+    from llm_gateway import errors
+    from llm_gateway.routing import health as H
+
+    clock = [0.0]
+    h = H.Health(clock=lambda: clock[0])
+    for _ in range(3):  # three failures in a row: this one cools down
+        h.begin("openai/gpt-4o")
+        h.failure("openai/gpt-4o", errors.UpstreamUnavailable("down"))
+    assert not h.available("openai/gpt-4o")
+    for i in range(H.MAX_TARGETS + 500):  # a client inventing model names
+        h.begin(f"mock/junk-{i}")
+        h.success(f"mock/junk-{i}", 1.0)
+    assert len(h.targets) <= H.MAX_TARGETS
+    assert "openai/gpt-4o" in h.targets and not h.available("openai/gpt-4o")
