@@ -59,6 +59,7 @@ def create_app(
     app[HEALTH] = health
     metrics = app[METRICS] = Metrics()  # a registry per app (tests run several apps)
     health.on_cooldown = metrics.cooldown
+    metrics.know(settings.providers, catalog.models)
     # The cache's clock is wall time (entries in Redis are shared across processes);
     # tests inject theirs to move time instead of sleeping.
     cache = app[CACHE] = ResponseCache(settings, clock or time.time, metrics)

@@ -181,16 +181,19 @@ class _Collector:
 
 
 class _Capped:
-    """Pass a label value through until ``cap`` distinct values were seen; then ``other``."""
+    """Pass a label value through until ``cap`` distinct values were seen; then ``other``.
+    ``known`` values (the catalog's models, the configured providers) always pass and do
+    not count: made-up model names cannot push real ones into ``other``."""
 
-    __slots__ = ("seen", "cap")
+    __slots__ = ("seen", "cap", "known")
 
     def __init__(self, cap: int = MAX_LABEL_VALUES) -> None:
         self.seen: set[str] = set()
         self.cap = cap
+        self.known: frozenset[str] = frozenset()
 
     def __call__(self, v: str) -> str:
-        if v in self.seen:
+        if v in self.seen or v in self.known:
             return v
         if len(self.seen) < self.cap:
             self.seen.add(v)
@@ -252,6 +255,11 @@ class Metrics:
         self.registry.register(_Collector(r))
         for result in ("hit", "miss", "bypass", "coalesced"):
             self.cache.labels(result)  # present at 0 from the start
+
+    def know(self, providers: Any, models: Any) -> None:
+        """Label values that are always reported as themselves (see ``_Capped``)."""
+        self._providers.known = frozenset(providers)
+        self._models.known = frozenset(models)
 
     # ------------------------------------------------------------------ per request
     def record(self, request: web.Request, ctx: RequestContext, status: int) -> None:

@@ -271,8 +271,8 @@ class GeminiAdapter(Adapter):
             if "overload" in vendor.lower():
                 return errors.Overloaded(text, retry_after=_retry_delay(details, headers), **kw)
             return errors.UpstreamUnavailable(text, retry_after=_retry_delay(details, headers), **kw)
-        if status >= 500:
-            return errors.UpstreamUnavailable(text, **kw)
+        if status >= 500 or status == 499 or gstatus in ("CANCELLED", "ABORTED", "INTERNAL", "UNKNOWN"):
+            return errors.UpstreamUnavailable(text, **kw)  # the vendor's side, not the caller's request
         if gstatus == "FAILED_PRECONDITION":  # billing / region: our account, not the caller
             e = errors.UpstreamUnavailable(text, **kw)
             e.retryable = False

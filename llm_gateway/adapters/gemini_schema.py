@@ -154,6 +154,9 @@ def _thinking(effort: str, model: str) -> dict[str, Any]:
         if effort not in _THINKING_BUDGETS_2X:
             raise _unsupported("reasoning_effort", f"{effort!r} has no Gemini 2 thinking budget "
                                                    "(use none, low, medium or high).")
+        if effort == "none" and "-pro" in model:
+            raise _unsupported("reasoning_effort", f"'none': {model} only works in thinking mode (Gemini refuses "
+                                                   "a thinking budget of 0); use low, medium or high.")
         return {"thinkingBudget": _THINKING_BUDGETS_2X[effort]}
     if effort not in _THINKING_LEVELS:
         raise _unsupported("reasoning_effort", f"{effort!r} has no Gemini thinking level "

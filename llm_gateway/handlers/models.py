@@ -7,6 +7,7 @@ from aiohttp import web
 
 from .. import errors
 from ..keys import CATALOG, SETTINGS
+from ..settings import PROVIDER_ALIASES
 
 
 def model_list(request: web.Request) -> bytes:
@@ -45,8 +46,17 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     """GET /v1/models/{id} — the openai SDK's ``models.retrieve``."""
     wanted = request.match_info["model"]
-    for item in _models(request):
+    items = _models(request)
+    for item in items:
         if item["id"] == wanted:
             return web.Response(body=orjson.dumps(item), content_type="application/json")
+    # Another spelling chat completions accept ("openai/gpt-4o-mini", an alias): its entry,
+    # under the id asked for, as OpenAI answers.
+    entry = request.app[CATALOG].get(wanted.split("/", 1)[1] if "/" in wanted else wanted)
+    prefix = wanted.split("/", 1)[0] if "/" in wanted else None
+    if entry is not None and (prefix is None or PROVIDER_ALIASES.get(prefix, prefix) == entry.provider):
+        for item in items:
+            if item["id"] == entry.id:
+                return web.Response(body=orjson.dumps({**item, "id": wanted}), content_type="application/json")
     raise errors.ModelNotFound(f"The model '{wanted}' is not served here; GET /v1/models lists what is.",
                                param="model")

@@ -188,6 +188,11 @@ async def test_models_retrieve(gateway, vendor_env):
     assert m.id == "claude-3-5-haiku-latest" and m.owned_by == "anthropic"
     with pytest.raises(openai.NotFoundError):
         await gw.sdk().models.retrieve("nope-1")
+    for spelling in ("openai/gpt-4o-mini", "claude/claude-3-5-haiku-latest"):  # as chat completions take them
+        m = await gw.sdk().models.retrieve(spelling)
+        assert m.id == spelling
+    with pytest.raises(openai.NotFoundError):
+        await gw.sdk().models.retrieve("gemini/gpt-4o-mini")  # not that provider's model
 
 
 async def test_extra_provider_without_stream_usage(gateway, fake_openai):

@@ -132,7 +132,8 @@ def test_reasoning_effort(model: str, effort: str, expected: dict[str, Any]) -> 
 
 
 @pytest.mark.parametrize(("model", "effort"), [("gemini-3-pro-preview", "none"), ("gemini-2.5-flash", "minimal"),
-                                               ("gemini-3-pro-preview", "xhigh")])  # no XHIGH ThinkingLevel
+                                               ("gemini-3-pro-preview", "xhigh"),  # no XHIGH ThinkingLevel
+                                               ("gemini-2.5-pro", "none")])  # thinking cannot be turned off
 def test_reasoning_effort_without_equivalent(model: str, effort: str) -> None:
     with pytest.raises(errors.UnsupportedParameter) as e:
         body_of(chat(user("x"), reasoning_effort=effort), model=model)
@@ -609,3 +610,10 @@ def test_failed_generation_is_never_a_complete_answer(reason: str) -> None:
     with pytest.raises(errors.UpstreamBadResponse):
         tr.feed(ev({"candidates": [cand(0, None, reason)]}))
     assert not tr.done and tr.finish_reason is None
+
+
+@pytest.mark.parametrize("status, gstatus", [(499, "CANCELLED"), (409, "ABORTED")])
+def test_vendor_side_failures_are_not_the_callers(status: int, gstatus: str) -> None:
+    body = orjson.dumps({"error": {"code": status, "message": "The operation was cancelled.", "status": gstatus}})
+    e = adapter().parse_error(status, {}, body)
+    assert isinstance(e, errors.UpstreamUnavailable) and e.retryable

@@ -47,3 +47,12 @@ def test_lean_types_match_prometheus_client() -> None:
     assert ours == reference
     assert reference[("histogram", "t_latency_seconds_bucket", (("le", "0.005"), ("route", "/a")))] == 2
     assert reference[("gauge", "t_in_flight", ())] == 1
+
+
+def test_made_up_model_names_cannot_push_catalog_models_into_other() -> None:
+    from llm_gateway.metrics import MAX_LABEL_VALUES, _Capped
+
+    c = _Capped()
+    c.known = frozenset({"gpt-4o-mini"})
+    assert [c(f"junk-{i}") for i in range(MAX_LABEL_VALUES)] == [f"junk-{i}" for i in range(MAX_LABEL_VALUES)]
+    assert c("junk-more") == "other" and c("gpt-4o-mini") == "gpt-4o-mini"
