@@ -138,6 +138,11 @@ class Adapter(ABC):
     #: an own transport instead of the shared HTTP session (None: HTTP)
     transport: Transport | None = None
 
+    def refuses_stream_usage(self, body: bytes) -> bool:
+        """A streaming request's 4xx says the server does not take the usage request the
+        adapter added: stop adding it (True: the request is worth sending again)."""
+        return False
+
     def __init__(self, provider: ProviderConfig, settings: Settings) -> None:
         self.provider = provider
         self.settings = settings

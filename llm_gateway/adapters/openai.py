@@ -18,6 +18,7 @@ Content chunks are passed through as the bytes the vendor sent (no re-encoding).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -27,6 +28,7 @@ from typing import Any
 import orjson
 
 from .. import errors
+from ..logging import event
 from ..sse import SSEEvent
 from .base import Adapter, Chunk, StreamTranslator, UpstreamRequest, header, parse_retry_after
 
@@ -173,6 +175,19 @@ class OpenAIAdapter(Adapter):
         if status >= 500:
             return errors.UpstreamUnavailable(text, **kw)
         return errors.BadRequest(text, param=param, code=code or "invalid_request", **kw)
+
+    def refuses_stream_usage(self, body: bytes) -> bool:
+        """Servers that predate ``stream_options`` (older Ollama, vLLM, LM Studio) refuse the
+        field: this provider's streams go without it from now on (usage then estimated and
+        flagged, as with ``stream_usage = false``), and the request is sent again."""
+        if not self.provider.stream_usage or body.find(b"stream_options") < 0:
+            return False
+        self.provider.stream_usage = False
+        event(logging.WARNING, f"{self.name} refuses stream_options; its streams go without it from now on "
+              "(usage estimated); set stream_usage = false in its [providers] table to skip this",
+              event="error", error_type="stream_usage_unsupported", status=400, provider=self.name,
+              model=None, attempt=None, detail=body[:200].decode("utf-8", "replace"))
+        return True
 
     def new_stream_translator(self, req: dict[str, Any], model: str) -> StreamTranslator:
         asked = bool((req.get("stream_options") or {}).get("include_usage"))

@@ -213,6 +213,8 @@ class Router:
         finally:
             seg.close()
             ctx.upstream_s += time.perf_counter() - t0
+        if up.status in (400, 422) and t.adapter.refuses_stream_usage(body):
+            return await self.open_segment(ctx, req, t)  # asked again without stream_options
         raise t.adapter.parse_error(up.status, up.headers, body)
 
 

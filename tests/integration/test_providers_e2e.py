@@ -10,6 +10,8 @@ from __future__ import annotations
 import openai
 import pytest
 
+from tests.fakes.base import Fault
+
 EXTENSIONS = {"fallbacks", "task_type", "cache"}
 
 CASES = {
@@ -214,3 +216,22 @@ stream_usage = false
     assert "stream_options" not in fake_openai.last.body  # never sent to this server
     assert usage.completion_tokens > 0  # estimated from the text instead
     assert gw.events("response")[-1]["estimated"] is True
+
+
+async def test_extra_provider_that_refuses_stream_options_is_asked_again_without(gateway, fake_openai):
+    """An older OpenAI-compatible server (Ollama, vLLM before stream_options) refuses the
+    field the gateway adds to learn a stream's usage: the stream is asked for again
+    without it, and that provider's streams go without it from then on."""
+    fake_openai.require_auth = False
+    gw = await gateway({}, config=f'[providers.old]\ntype = "openai"\nbase_url = "{fake_openai.url}/v1"\n'
+                                  'models = ["tiny"]\n')
+    fake_openai.inject(Fault(status=400, body={"error": {
+        "message": "Unrecognized request argument supplied: stream_options", "type": "invalid_request_error",
+        "param": None, "code": None}}))
+    for q in ("hi", "again"):
+        stream = await gw.sdk().chat.completions.create(model="old/tiny", messages=[{"role": "user", "content": q}],
+                                                         stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == fake_openai.default_text
+    assert ["stream_options" in r.body for r in fake_openai.requests] == [True, False, False]
+    assert any(e["error_type"] == "stream_usage_unsupported" for e in gw.events("error"))
