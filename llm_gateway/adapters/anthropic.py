@@ -65,8 +65,10 @@ STOP_REASONS = {
 SUPPORTED = frozenset({
     "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
     "temperature", "top_p", "top_k", "stop", "user", "tools", "tool_choice",
-    "parallel_tool_calls",
+    "parallel_tool_calls", "response_format", "reasoning_effort",
 })
+#: OpenAI reasoning_effort values with an ``output_config.effort`` of the same name
+EFFORTS = frozenset({"low", "medium", "high", "xhigh"})
 #: supported only at their OpenAI default value (anything else is refused)
 NEUTRAL = {"n": 1, "logprobs": False, "presence_penalty": 0, "frequency_penalty": 0,
            "response_format": {"type": "text"}}
@@ -92,6 +94,29 @@ def user_id(user: Any) -> Any:
     if isinstance(user, str) and (len(user) > 256 or _CONTACT.search(user)):
         return hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()
     return user
+
+
+def _output_config(req: dict[str, Any]) -> dict[str, Any]:
+    """``response_format`` json_schema -> ``output_config.format`` (structured outputs);
+    ``reasoning_effort`` -> ``output_config.effort``. Checked against the anthropic SDK
+    2.10 params (``OutputConfigParam``: ``format`` {type json_schema, schema}, ``effort``
+    low|medium|high|xhigh|max). Models without the feature answer a 400 of their own."""
+    out: dict[str, Any] = {}
+    rf = req.get("response_format")
+    if rf is not None and rf != NEUTRAL["response_format"]:
+        js = rf.get("json_schema") if isinstance(rf, dict) and rf.get("type") == "json_schema" else None
+        schema = js.get("schema") if isinstance(js, dict) else None
+        if not isinstance(schema, dict):
+            raise unsupported("Anthropic takes response_format json_schema with a schema (structured outputs), "
+                              "not json_object; send a schema, or route to another provider.", "response_format")
+        out["format"] = {"type": "json_schema", "schema": schema}
+    effort = req.get("reasoning_effort")
+    if effort is not None:
+        if effort not in EFFORTS:
+            raise unsupported(f"reasoning_effort {effort!r} has no Anthropic effort level (low, medium, high, "
+                              "xhigh).", "reasoning_effort")
+        out["effort"] = effort
+    return out
 
 
 def usage_of(u: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -161,6 +186,9 @@ class AnthropicAdapter(Adapter):
         if req.get("user") is not None:
             body["metadata"] = {"user_id": user_id(req["user"])}
         convert_tools(req, body)
+        output = _output_config(req)
+        if output:
+            body["output_config"] = output
         if stream:
             body["stream"] = True
         headers = {"content-type": "application/json", "anthropic-version": self.version}

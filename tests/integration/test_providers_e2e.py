@@ -235,3 +235,20 @@ async def test_extra_provider_that_refuses_stream_options_is_asked_again_without
         assert text == fake_openai.default_text
     assert ["stream_options" in r.body for r in fake_openai.requests] == [True, False, False]
     assert any(e["error_type"] == "stream_usage_unsupported" for e in gw.events("error"))
+
+
+async def test_sdk_parse_with_a_claude_model(gateway, vendor_env, fake_anthropic):
+    """The openai SDK's structured outputs (a pydantic model) reach Claude as
+    output_config.format and come back parsed."""
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+
+    gw = await gateway(vendor_env)
+    fake_anthropic.text = '{"name":"Ada"}'
+    out = await gw.sdk().chat.completions.parse(model="claude-3-5-haiku-latest", response_format=Person,
+                                                 messages=[{"role": "user", "content": "Who wrote the first program?"}])
+    assert out.choices[0].message.parsed == Person(name="Ada")
+    fmt = fake_anthropic.last.body["output_config"]["format"]
+    assert fmt["type"] == "json_schema" and fmt["schema"]["properties"]["name"]["type"] == "string"

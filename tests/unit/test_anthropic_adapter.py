@@ -102,7 +102,7 @@ def test_new_version_rejects_sampling(field: str) -> None:
 @pytest.mark.parametrize("field,value", [
     ("n", 2), ("seed", 7), ("logprobs", True), ("presence_penalty", 0.5), ("frequency_penalty", 1),
     ("logit_bias", {"50256": -100}), ("response_format", {"type": "json_object"}), ("metadata", {"a": "b"}),
-    ("functions", [{"name": "f"}]), ("reasoning_effort", "low"),
+    ("functions", [{"name": "f"}]), ("reasoning_effort", "minimal"), ("reasoning_effort", "none"),
 ])
 def test_unsupported_parameters(field: str, value: Any) -> None:
     with pytest.raises(errors.UnsupportedParameter) as e:
@@ -596,3 +596,26 @@ def test_image_media_types() -> None:
     with pytest.raises(errors.UnsupportedParameter) as e:
         sent("data:image/bmp;base64,AAAA")
     assert e.value.param == "messages[0].content[0].image_url"
+
+
+
+def test_structured_outputs_and_effort_go_in_output_config() -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
+              "additionalProperties": False}
+    body = _body({"messages": [{"role": "user", "content": "Who?"}], "reasoning_effort": "high",
+                  "response_format": {"type": "json_schema", "json_schema": {"name": "who", "schema": schema,
+                                                                             "strict": True}}})
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}, "effort": "high"}
+    assert "response_format" not in body and "reasoning_effort" not in body
+    assert "output_config" not in _body({"messages": [{"role": "user", "content": "x"}],
+                                         "response_format": {"type": "text"}})
+
+
+async def test_structured_outputs_round_trip_through_the_fake(fake: FakeAnthropic) -> None:
+    a = adapter(base_url=fake.url)
+    fake.text = '{"name":"Ada"}'
+    req = {"messages": [{"role": "user", "content": "Who?"}],
+           "response_format": {"type": "json_schema", "json_schema": {"name": "who", "schema": {"type": "object"}}}}
+    status, _, body = await send(a.build_request(req, "claude-sonnet-4-6", stream=False))
+    assert status == 200, body
+    assert json.loads(a.parse_response(body, "m")["choices"][0]["message"]["content"]) == {"name": "Ada"}
