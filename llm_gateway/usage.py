@@ -43,8 +43,14 @@ def settle_stream(ctx: RequestContext, body: dict[str, Any], live: LiveStream) -
     segs = live.segments
     first = segs[0]
     if len(segs) == 1:
-        return settle_usage(ctx, first.target, body, first.translator.usage, "".join(first.translator.text))
-    total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        tr = first.translator
+        if (not tr.usage or "prompt_tokens" not in tr.usage) and tr.prompt_tokens is not None:
+            usage = settle_usage(ctx, first.target, body, _partial(tr, body), "")
+            ctx.estimated = True  # the output is estimated; the prompt is the vendor's count
+            return usage
+        return settle_usage(ctx, first.target, body, tr.usage, "".join(tr.text))
+    total: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    cached = reasoning = 0
     cost: Decimal | None = Decimal(0)
     estimated = False
     for seg in segs:
@@ -52,15 +58,27 @@ def settle_stream(ctx: RequestContext, body: dict[str, Any], live: LiveStream) -
         u = tr.usage if tr.usage and "prompt_tokens" in tr.usage else None
         if u is None:
             estimated = True
-            pt = estimate_prompt_tokens(seg.request.get("messages") or [])
-            ct = estimate_tokens("".join(tr.text))
-            u = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
-        for k in total:
+            u = _partial(tr, seg.request)
+        for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
             total[k] += int(u.get(k) or 0)
+        cached += int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        reasoning += int((u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
         price = seg.target.entry.price if seg.target.entry is not None else None
         c = cost_usd(price, u)
         cost = None if c is None or cost is None else cost + c
+    if cached:
+        total["prompt_tokens_details"] = {"cached_tokens": cached}
+    if reasoning:
+        total["completion_tokens_details"] = {"reasoning_tokens": reasoning}
     ctx.usage, ctx.estimated, ctx.cost, ctx.priced = total, estimated, cost, cost is not None
     ctx.provider, ctx.model = live.seg.target.provider, live.seg.target.model
     total["cost"] = float(cost) if cost is not None else 0.0
     return total
+
+
+def _partial(tr: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """A segment without vendor usage: the prompt as the vendor counted it when it said
+    (Anthropic's message_start), else estimated; the output estimated from its text."""
+    pt = tr.prompt_tokens if tr.prompt_tokens is not None else estimate_prompt_tokens(request.get("messages") or [])
+    ct = estimate_tokens("".join(tr.text))
+    return {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}

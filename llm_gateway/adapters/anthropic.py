@@ -329,6 +329,8 @@ class AnthropicStreamTranslator(StreamTranslator):
             self.id = msg.get("id") or self.id
             self.model = msg.get("model") or self.model
             self.raw_usage.update({k: v for k, v in (msg.get("usage") or {}).items() if v is not None})
+            if (u := usage_of(self.raw_usage)) is not None and "input_tokens" in self.raw_usage:
+                self.prompt_tokens = u["prompt_tokens"]
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = data.get("content_block") or {}

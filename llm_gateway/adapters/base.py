@@ -106,6 +106,14 @@ class StreamTranslator(ABC):
     head: tuple[Any, Any, Any, Any] | None = None
     #: a tool call has been streamed (such an answer is never spliced by stream recovery)
     tools_seen: bool = False
+    #: the prompt tokens the vendor reported before the end (Anthropic's message_start):
+    #: a stream cut before its usage still bills the prompt as counted, not as estimated
+    prompt_tokens: int | None = None
+
+    def answer_complete(self, n: int) -> bool:
+        """Every choice of the answer is in: the vendor's terminal event, or the finish
+        reason (and, with several choices, the usage that follows the last one)."""
+        return self.done or (self.finish_reason is not None and (n <= 1 or self.usage is not None))
 
     def identity(self) -> tuple[Any, Any, Any, Any]:
         """(id, created, model, system_fingerprint) of this stream's chunks, None where unknown."""

@@ -406,6 +406,11 @@ class GeminiStreamTranslator(StreamTranslator):
     def identity(self) -> tuple[Any, Any, Any, Any]:
         return self.id or None, self.created, self.answered_model or self.model, None
 
+    def answer_complete(self, n: int) -> bool:
+        # usageMetadata comes on every event and finish_reason from any choice: with
+        # several choices only ``done`` (every candidate finished) says the answer is in
+        return self.done or (n <= 1 and 0 in self.choices and self.choices[0].finished)
+
     def _chunk(self, idx: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.answered_model or self.model,

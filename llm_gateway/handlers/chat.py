@@ -189,12 +189,12 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
 def usage_chunk(live: Any, usage: dict[str, Any] | None, ctx: RequestContext) -> dict[str, Any]:
     """The stream's last chunk (``stream_options.include_usage``): the same ``id``,
     ``created`` and ``model`` as the chunks before it, as OpenAI sends, the usage of the
-    whole answer (every segment of a recovered stream)."""
-    cid, created, _, _ = live.segments[0].translator.identity()
-    _, _, model, fingerprint = live.seg.translator.identity()
+    whole answer (every segment of a recovered stream, whose chunks all carry the first
+    segment's identity)."""
+    cid, created, model, fingerprint = live.segments[0].translator.identity()
     chunk: dict[str, Any] = {"id": cid or "chatcmpl-" + ctx.request_id.replace("-", "")[:24],
                              "object": "chat.completion.chunk", "created": created or int(time.time()),
-                             "model": model or live.seg.target.model}
+                             "model": model or live.segments[0].target.model}
     if fingerprint is not None:
         chunk["system_fingerprint"] = fingerprint
     chunk["choices"] = []

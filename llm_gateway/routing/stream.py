@@ -114,7 +114,7 @@ class LiveStream:
         self._reader: asyncio.Task[Any] | None = None  # the task blocked in a read, if any
         self._task: asyncio.Task[Any] | None = None
         self._expired = False
-        self._same_target_retried = False  # the last resort (once on the same target) is spent
+        self._same_target_retried = False  # the last resort (once on the broken target) is spent
 
     # ------------------------------------------------------------------ compatibility views
     @property
@@ -324,12 +324,20 @@ class LiveStream:
         self._expired = True
         self._reader.cancel()
 
+    def _n(self) -> int:
+        n = self.segments[0].request.get("n")
+        return n if isinstance(n, int) and n > 1 else 1
+
     def _check_complete(self) -> None:
-        tr = self.seg.translator
-        if not tr.done and tr.finish_reason is None:
+        seg = self.seg
+        if seg.continuation and seg.skip and not seg.skip_lenient:
+            raise errors.UpstreamBadResponse(
+                f"{seg.target.provider}'s answer ended before the text already delivered; the answer cannot be "
+                "continued", provider=seg.target.provider, model=seg.target.model)
+        if not seg.translator.answer_complete(self._n()):
             raise errors.UpstreamUnavailable(
-                f"{self.seg.target.provider} closed the stream before the answer was complete",
-                provider=self.seg.target.provider, model=self.seg.target.model)
+                f"{seg.target.provider} closed the stream before the answer was complete",
+                provider=seg.target.provider, model=seg.target.model)
 
     async def pump(self, client: ClientWriter) -> None:
         """Pass the answer to the client, a batch of chunks per upstream piece; continue
@@ -362,11 +370,9 @@ class LiveStream:
     def _finished(self) -> bool:
         """The answer is all in (its finish reason, and with n > 1 the usage that follows
         every choice's end): a cut or stall now only lost the vendor's end marker."""
-        tr = self.seg.translator
-        if tr.finish_reason is None or (self.seg.continuation and self.seg.skip):
+        if self.seg.continuation and self.seg.skip:
             return False
-        n = self.segments[0].request.get("n")
-        return not (isinstance(n, int) and n > 1) or tr.usage is not None
+        return self.seg.translator.answer_complete(self._n())
 
     def _finalise(self, e: errors.GatewayError) -> None:
         """SPEC 7: a stream that ends without [DONE] but otherwise complete is finalised,
@@ -406,17 +412,9 @@ class LiveStream:
             # deltas a second answer would repeat), cannot be spliced into one answer.
             self.pending = carry
             raise original
-        if self.remaining:
-            candidates = list(self.remaining)
-        elif not self._same_target_retried:  # the last resort, once: never an endless loop
-            candidates = [self.seg.target]
-            self._same_target_retried = True
-        else:
-            candidates = []
-        self.remaining = []
         base = self.segments[0].request
         clock, limit = self.router.clock, self.router.settings.stream_first_token_timeout
-        for t in candidates:
+        for t in self._candidates(self.seg.target):
             modes = ("prefill", "fresh") if t.prefill and delivered else ("fresh",)
             for mode in modes:
                 body = dict(base)
@@ -433,8 +431,11 @@ class LiveStream:
                     break  # this target is out; the next one may do
                 seg.continuation = True
                 echoed = mode == "prefill" and t.adapter.prefill_echoes_prefix
-                seg.skip = delivered if mode == "fresh" or echoed else ""
-                seg.skip_lenient = echoed
+                if mode == "fresh" or echoed:
+                    seg.skip, seg.skip_lenient = delivered, echoed
+                else:  # a prefill sent without its trailing whitespace (Anthropic refuses it): the
+                    # continuation may start by writing it again; the client has it already
+                    seg.skip, seg.skip_lenient = delivered[len(delivered.rstrip()):], True
                 self._switch(seg)
                 try:
                     await self.fill_first(deadline)
@@ -457,6 +458,16 @@ class LiveStream:
                 return
         self.pending = carry
         raise original
+
+    def _candidates(self, broken: Target) -> Any:
+        """Who may continue the answer: each fallback not yet tried, once, in order (the
+        ones left after a success stay for a later failure), then, as the last resort,
+        the target that broke, once per stream. Never an endless loop."""
+        while self.remaining:
+            yield self.remaining.pop(0)
+        if not self._same_target_retried:
+            self._same_target_retried = True
+            yield broken
 
     def _switch(self, seg: Segment) -> None:
         self.seg = seg
@@ -498,5 +509,14 @@ class LiveStream:
                 if delta or ch.get("finish_reason"):
                     keep.append({**ch, "delta": delta})
             if keep:
-                out.append({**obj, "choices": keep})
+                # one identity for the whole stream, as OpenAI's chunks have: the first segment's
+                cid, created, model, _ = self.segments[0].translator.identity()
+                chunk = {**obj, "choices": keep}
+                if cid:
+                    chunk["id"] = cid
+                if created:
+                    chunk["created"] = created
+                if model:
+                    chunk["model"] = model
+                out.append(chunk)
         return out

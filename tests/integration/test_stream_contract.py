@@ -198,3 +198,67 @@ async def test_backoff_sleep_is_not_gateway_overhead(vendor_env, fake_openai, tm
             assert float(r.headers["X-Gateway-Overhead-Ms"]) < 250
     finally:
         await server.close()
+
+
+# ---------------------------------------------------------------- recovery edges (second audit)
+async def test_a_continuation_shorter_than_what_was_delivered_is_not_complete(gateway, vendor_env, fake_openai):
+    gw = await gateway(vendor_env)
+    fake_openai.text = "one two three four"
+    fake_openai.inject(Fault(cut_after=3), Fault(text="one"))  # "one two " delivered; the fresh answer: "one"
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    assert sse_events(raw)[-1][0] == "error" and all(d != "[DONE]" for _, d in sse_events(raw))
+    assert stream_text(raw) == "one two "
+
+
+async def test_recovery_tries_the_broken_target_after_a_failed_fallback(gateway, vendor_env, fake_openai,
+                                                                       fake_mistral):
+    gw = await gateway(vendor_env)
+    fake_openai.text = "one two three four"
+    fake_openai.inject(Fault(cut_after=3))  # then the last resort: the same target, a fresh answer
+    fake_mistral.inject(Fault(status=503, body={"object": "error", "message": "down"}))
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, "fallbacks": ["mistral"], **STREAM})
+    assert stream_text(raw) == "one two three four" and sse_events(raw)[-1] == (None, "[DONE]")
+    assert len(fake_openai.requests) == 2 and len(fake_mistral.requests) == 1
+
+
+async def test_fallbacks_left_after_a_recovery_stay_for_the_next_one(gateway, vendor_env, fake_openai,
+                                                                     fake_mistral, fake_gemini):
+    gw = await gateway(vendor_env)
+    fake_openai.text = fake_gemini.text = "one two three four five"
+    fake_openai.inject(Fault(cut_after=3))  # openai breaks: gemini continues (fresh)
+    fake_gemini.inject(Fault(cut_after=4))  # gemini breaks later: mistral, untried, continues
+    fake_mistral.inject(Fault(text=" END"))  # after the prefill it is given (and echoes)
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI,
+                                     "fallbacks": ["gemini-2.0-flash", "mistral-small-latest"], **STREAM})
+    assert len(fake_gemini.requests) == 1 and len(fake_mistral.requests) == 1
+    delivered = fake_mistral.prefills[0]
+    assert delivered.startswith("one two ") and len(delivered) > len("one two ")  # gemini's share in it
+    assert stream_text(raw) == delivered + " END" and sse_events(raw)[-1] == (None, "[DONE]")
+    cs = chunks(raw)
+    assert len({c["id"] for c in cs}) == 1 and len({c["created"] for c in cs}) == 1
+    assert len({c["model"] for c in cs}) == 1  # one identity for the whole stream, the usage chunk too
+
+
+async def test_prefill_continuation_does_not_double_the_stripped_whitespace(gateway, vendor_env, fake_mistral,
+                                                                           fake_anthropic):
+    gw = await gateway(vendor_env)
+    fake_mistral.text = "one two three four"
+    fake_mistral.inject(Fault(cut_after=3))  # "one two " delivered; Claude gets the prefill "one two"
+    fake_anthropic.inject(Fault(text=" three four"))  # and writes the space again
+    status, _, raw = await post(gw, {"model": "mistral-small-latest", "messages": HI,
+                                     "fallbacks": ["claude-3-5-haiku-latest"], **STREAM})
+    assert fake_anthropic.prefills == ["one two"]
+    assert stream_text(raw) == "one two three four" and sse_events(raw)[-1] == (None, "[DONE]")
+
+
+async def test_a_cut_claude_stream_bills_the_prompt_claude_counted(gateway, vendor_env, fake_anthropic):
+    gw = await gateway(vendor_env)
+    fake_anthropic.text = "one two three four five"
+    fake_anthropic.inject(Fault(cut_after=5), Fault(status=500, body={"type": "error", "error": {
+        "type": "api_error", "message": "boom"}}))
+    prompt = [{"role": "user", "content": "count these words please " * 20}]
+    status, _, raw = await post(gw, {"model": "claude-3-5-haiku-latest", "messages": prompt, **STREAM})
+    assert sse_events(raw)[-1][0] == "error"
+    expected = fake_anthropic.input_tokens(fake_anthropic.requests[0].body)  # what message_start said
+    line = gw.events("response")[-1]
+    assert line["input_tokens"] == expected and line["estimated"] is True

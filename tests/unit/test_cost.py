@@ -140,3 +140,24 @@ def test_worst_case_takes_the_dearest_target_of_a_chain():
     pt = est.input_tokens
     assert est.usd == (pt * D("15.00") + 100 * D("75.00")) / 1_000_000
     assert est.unpriced == []
+
+
+def test_a_recovered_stream_sums_usage_details_and_keeps_a_vendor_prompt_count() -> None:
+    from types import SimpleNamespace
+
+    from llm_gateway.context import RequestContext
+    from llm_gateway.usage import settle_stream
+
+    def seg(usage, text, prompt=None):
+        tr = SimpleNamespace(usage=usage, text=[text], prompt_tokens=prompt)
+        return SimpleNamespace(translator=tr, request={"messages": [{"role": "user", "content": "hi"}]},
+                               target=SimpleNamespace(entry=None, provider="p", model="m"))
+
+    a = seg({"prompt_tokens": 100, "completion_tokens": 60, "total_tokens": 160,
+             "prompt_tokens_details": {"cached_tokens": 40}, "completion_tokens_details": {"reasoning_tokens": 50}},
+            "partial")
+    b = seg(None, "the rest of it", prompt=120)  # cut before its usage; the vendor said 120 at the start
+    live = SimpleNamespace(segments=[a, b], seg=b)
+    u = settle_stream(RequestContext("r"), {}, live)
+    assert u["prompt_tokens"] == 220 and u["prompt_tokens_details"] == {"cached_tokens": 40}
+    assert u["completion_tokens_details"] == {"reasoning_tokens": 50} and u["completion_tokens"] > 60

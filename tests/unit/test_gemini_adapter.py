@@ -617,3 +617,16 @@ def test_vendor_side_failures_are_not_the_callers(status: int, gstatus: str) -> 
     body = orjson.dumps({"error": {"code": status, "message": "The operation was cancelled.", "status": gstatus}})
     e = adapter().parse_error(status, {}, body)
     assert isinstance(e, errors.UpstreamUnavailable) and e.retryable
+
+
+def test_with_several_choices_the_answer_is_complete_only_when_every_one_is() -> None:
+    tr = adapter().new_stream_translator(chat(user("x"), n=2), "m")
+    tr.feed(ev({"candidates": [cand(0, "The answer is "), cand(1, "42", "STOP")],
+                "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4}}))
+    assert tr.finish_reason == "stop" and tr.usage is not None  # from choice 1: not enough
+    assert not tr.answer_complete(2) and not tr.done
+    tr.feed(ev({"candidates": [cand(0, "42", "STOP")]}))
+    assert tr.answer_complete(2) and tr.done
+    one = adapter().new_stream_translator(chat(user("x")), "m")
+    one.feed(ev({"candidates": [cand(0, "hi", "STOP")]}))
+    assert one.answer_complete(1)
