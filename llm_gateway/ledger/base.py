@@ -68,9 +68,12 @@ class LedgerRow:
             cost = ctx.cost
         else:  # no answer (nothing billed), or an answer from an unpriced model (unknown)
             cost = None if (ctx.usage and not ctx.priced) else Decimal(0)
+        provider, model = ctx.provider, ctx.model
+        if provider is None and ctx.failures:  # no answer: the target that failed last, so the
+            provider, model = ctx.failures[-1]["provider"], ctx.failures[-1]["model"]  # failure has a name
         return cls(
             f"{_ROW_PREFIX}{next(_ROW_SEQ):x}", ctx.request_id, ctx.started_at, tenant_of(ctx), ctx.endpoint or "",
-            ctx.provider, ctx.model, status, ctx.error_type, ctx.cache, ctx.attempts, ctx.fallback_used,
+            provider, model, status, ctx.error_type, ctx.cache, ctx.attempts, ctx.fallback_used,
             b["input"], b["cached_input"], b["output"], b["reasoning"], b["total"],
             bool(ctx.estimated and not hit), cost, round(ctx.elapsed_ms(), 3),
         )

@@ -39,3 +39,18 @@ def test_a_forked_child_writes_row_ids_of_its_own() -> None:
     os.waitpid(pid, 0)
     parent = LedgerRow.from_ctx(ctx, 200).row_id
     assert child and child.split("-")[0] != parent.split("-")[0]
+
+
+def test_a_failed_request_is_recorded_under_the_target_that_failed() -> None:
+    from llm_gateway.context import RequestContext
+    from llm_gateway.ledger.base import LedgerRow
+
+    ctx = RequestContext("r")
+    ctx.failures.append({"provider": "gemini", "model": "gemini-2.0-flash", "error_type": "upstream_unavailable",
+                         "status": 503, "message": "down"})
+    row = LedgerRow.from_ctx(ctx, 503)
+    assert (row.provider, row.model, row.status) == ("gemini", "gemini-2.0-flash", 503)
+    ok = RequestContext("s")
+    ok.provider, ok.model = "openai", "gpt-4o-mini"
+    ok.failures.append(ctx.failures[0])  # failed over: the row names who answered
+    assert (LedgerRow.from_ctx(ok, 200).provider, LedgerRow.from_ctx(ok, 200).model) == ("openai", "gpt-4o-mini")
