@@ -32,6 +32,9 @@ class RequestContext:
     cost: Decimal | None = None
     priced: bool = True
     error_type: str | None = None
+    #: a stream that ended with an SSE error event: the status its error carries (the
+    #: HTTP status was 200 already); the ledger records this one, so it counts as an error
+    outcome_status: int | None = None
     request_logged: bool = False
     logs_response: bool = True
     #: per-attempt failures in order: {"provider", "model", "error_type", "status", "message"}

@@ -153,6 +153,7 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     except errors.GatewayError as e:
         # After the first byte nothing is retried: end with an error event, no [DONE].
         ctx.error_type = e.error_type
+        ctx.outcome_status = e.status
         settle_stream(ctx, cr.body, live)
         if flight is not None:
             request.app[CACHE].fail(flight, e)  # never stored; waiters get the error too

@@ -73,7 +73,7 @@ class LedgerRow:
             provider, model = ctx.failures[-1]["provider"], ctx.failures[-1]["model"]  # failure has a name
         return cls(
             f"{_ROW_PREFIX}{next(_ROW_SEQ):x}", ctx.request_id, ctx.started_at, tenant_of(ctx), ctx.endpoint or "",
-            provider, model, status, ctx.error_type, ctx.cache, ctx.attempts, ctx.fallback_used,
+            provider, model, ctx.outcome_status or status, ctx.error_type, ctx.cache, ctx.attempts, ctx.fallback_used,
             b["input"], b["cached_input"], b["output"], b["reasoning"], b["total"],
             bool(ctx.estimated and not hit), cost, round(ctx.elapsed_ms(), 3),
         )

@@ -447,6 +447,7 @@ class LiveStream:
                     break
                 self.pending = carry + self.pending
                 self.recovered += 1
+                self.ctx.error_type = None  # continued: the failure is in ctx.failures, not the outcome
                 if t.key != self.segments[0].target.key:
                     self.ctx.fallback_used = True
                     if self.router.observer is not None:

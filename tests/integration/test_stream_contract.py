@@ -262,3 +262,20 @@ async def test_a_cut_claude_stream_bills_the_prompt_claude_counted(gateway, vend
     expected = fake_anthropic.input_tokens(fake_anthropic.requests[0].body)  # what message_start said
     line = gw.events("response")[-1]
     assert line["input_tokens"] == expected and line["estimated"] is True
+
+
+async def test_the_ledger_records_how_a_stream_ended(gateway, vendor_env, fake_openai):
+    """A stream cut for good is an error in the ledger (its 200 was sent before the
+    failure); one continued after a failure is a success."""
+    from llm_gateway.keys import LEDGER
+
+    gw = await gateway(vendor_env)
+    fake_openai.text = "one two three four"
+    fake_openai.inject(Fault(cut_after=3), Fault(status=500, body=OA_500))
+    await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    fake_openai.inject(Fault(cut_after=3))
+    await post(gw, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "again"}], **STREAM})
+    assert await gw.app[LEDGER].flush(5)
+    async with gw.http.get(gw.url + "/v1/gateway/requests") as r:
+        rows = (await r.json())["data"]
+    assert [(x["status"], x["error_type"]) for x in rows] == [(200, None), (502, "upstream_unavailable")]
