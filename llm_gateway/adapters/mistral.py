@@ -45,8 +45,10 @@ _SUPPORTED = frozenset({
     "model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "stop",
     "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty", "seed",
     "random_seed", "tools", "tool_choice", "parallel_tool_calls", "response_format",
-    "prediction", "safe_prompt",
+    "prediction", "safe_prompt", "metadata", "prompt_cache_key", "reasoning_effort",
 })
+#: client-python's ChatCompletionRequest: reasoning_effort "none" | "high"
+_EFFORTS = frozenset({"none", "high"})
 
 
 _MESSAGE_KEYS = {
@@ -142,6 +144,11 @@ class MistralAdapter(OpenAIAdapter):
         body = {k: v for k, v in req.items() if v is not None and k != "stream_options"}
         body["model"] = model
         body["messages"] = _messages(body.get("messages"))
+        effort = body.get("reasoning_effort")
+        if effort is not None and effort not in _EFFORTS:
+            raise errors.UnsupportedParameter(
+                f"reasoning_effort {effort!r} has no Mistral equivalent (Mistral takes none or high).",
+                param="reasoning_effort")
         if "seed" in body:
             body["random_seed"] = body.pop("seed")
         if "max_completion_tokens" in body:

@@ -212,6 +212,9 @@ class OpenAIStreamTranslator(StreamTranslator):
         #: the gateway asked for usage the client did not: chunks lose the ``"usage":null``
         #: that asking adds, and look as they would have without it
         self.strip_usage = strip_usage
+        #: (id, created) for a server whose chunks carry none (some OpenAI-compatible
+        #: ones): every chunk gets them, as OpenAI's all carry the same
+        self.fill: tuple[str, int] | None = None
 
     def feed(self, event: SSEEvent) -> list[Chunk]:
         return self.feed_data(event.raw if event.raw is not None else event.data.encode())
@@ -234,7 +237,11 @@ class OpenAIStreamTranslator(StreamTranslator):
         if not isinstance(choices, list):
             raise ValueError("stream event without 'choices'")
         if self.head is None:
-            self.head = (obj.get("id"), obj.get("created"), obj.get("model"), obj.get("system_fingerprint"))
+            if not obj.get("id") or not obj.get("created"):
+                self.fill = (obj.get("id") or "chatcmpl-" + uuid.uuid4().hex[:24],
+                             obj.get("created") or int(time.time()))
+            cid, created = self.fill or (obj.get("id"), obj.get("created"))
+            self.head = (cid, created, obj.get("model"), obj.get("system_fingerprint"))
         for ch in choices:
             if ch.get("index", 0) == 0:
                 delta = ch.get("delta") or {}
@@ -254,6 +261,11 @@ class OpenAIStreamTranslator(StreamTranslator):
             return [obj]
         if not choices:
             return []
+        if self.fill is not None:
+            obj["id"], obj["created"] = self.fill
+            if self.strip_usage and "usage" in obj and obj["usage"] is None:
+                del obj["usage"]
+            return [obj]
         if self.strip_usage:
             if raw.endswith(b',"usage":null}'):
                 return [raw[:-14] + b"}"]

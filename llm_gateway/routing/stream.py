@@ -39,6 +39,9 @@ from .resolve import Target
 if TYPE_CHECKING:
     from .router import Router
 
+#: seconds a complete answer waits for the vendor's end marker before it is finalised
+END_GRACE = 0.5
+
 
 @dataclass(slots=True)
 class Segment:
@@ -302,9 +305,23 @@ class LiveStream:
                     return
             if tr.done:
                 self._wake()
+            elif tr.finish_reason is not None and tr.answer_complete(self._n()):
+                self._near_end()
         except Exception as e:  # noqa: BLE001 - handed to the task, raised there
             self._push_error = e
             self._wake()
+
+    def _near_end(self) -> None:
+        """The answer is all in; only the vendor's end marker ([DONE], message_stop) is
+        still to come, normally at once. A vendor that goes silent now is waited for
+        ``END_GRACE`` seconds, not the whole idle limit, before the answer is finalised."""
+        if self._idle > END_GRACE:
+            self._idle = END_GRACE
+            self._deadline = min(self._deadline, self._loop.time() + END_GRACE)
+            w = self._watch
+            if w is not None and w.when() > self._deadline:
+                w.cancel()
+                self._watch = self._loop.call_at(self._deadline, self._expire)
 
     def _wake(self) -> None:
         """Back to the task: from now on pieces wait in the reader."""
@@ -352,11 +369,13 @@ class LiveStream:
                         await client.write(out)
                     else:
                         await client.drain()  # push mode stopped for a full client buffer
-                    if self.seg.ended or self.seg.translator.done:
+                    tr = self.seg.translator
+                    if self.seg.ended or tr.done:
                         self._check_complete()
                         break
-                    if not await self._pushed(client, idle):
-                        await self._read(idle)
+                    wait = END_GRACE if tr.finish_reason is not None and tr.answer_complete(self._n()) else idle
+                    if not await self._pushed(client, min(idle, wait)):
+                        await self._read(min(idle, wait))
                 except errors.GatewayError as e:
                     if self._finished():
                         self._finalise(e)

@@ -20,7 +20,8 @@ from .openai import FakeOpenAI
 MISTRAL_FIELDS = frozenset({
     "model", "messages", "stream", "temperature", "top_p", "max_tokens", "stop", "random_seed",
     "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "n",
-    "safe_prompt", "parallel_tool_calls", "prediction", "prompt_mode",
+    "safe_prompt", "parallel_tool_calls", "prediction", "prompt_mode", "metadata", "prompt_cache_key",
+    "reasoning_effort", "guardrails",
 })
 
 

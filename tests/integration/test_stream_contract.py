@@ -279,3 +279,22 @@ async def test_the_ledger_records_how_a_stream_ended(gateway, vendor_env, fake_o
     async with gw.http.get(gw.url + "/v1/gateway/requests") as r:
         rows = (await r.json())["data"]
     assert [(x["status"], x["error_type"]) for x in rows] == [(200, None), (502, "upstream_unavailable")]
+
+
+async def test_a_complete_answer_does_not_wait_the_idle_limit_for_its_end_marker(gateway, vendor_env, fake_openai):
+    """STREAM_IDLE_TIMEOUT is 30 s; the answer, its finish reason and its usage are in, and
+    the vendor goes silent before [DONE]: the client has its [DONE] within the grace."""
+    import asyncio
+    import time
+
+    from llm_gateway.routing.stream import END_GRACE
+
+    gw = await gateway({**vendor_env, "STREAM_IDLE_TIMEOUT": "30"})
+    fake_openai.text = "a b"
+    fake_openai.inject(Fault(stall_after=5))  # role, "a ", "b", finish, usage: then silence
+    t0 = time.monotonic()
+    async with asyncio.timeout(10):
+        status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    assert stream_text(raw) == "a b" and sse_events(raw)[-1] == (None, "[DONE]")
+    assert time.monotonic() - t0 < END_GRACE + 5  # bounded by the grace, not by the 30 s limit
+    assert len(fake_openai.requests) == 1 and chunks(raw)[-1]["usage"]["completion_tokens"] == 2

@@ -115,3 +115,12 @@ async def test_round_trip_through_the_strict_fake() -> None:
                 assert r.status in (400, 422), bad
     finally:
         await fake.stop()
+
+
+def test_fields_mistral_takes_pass_and_efforts_it_lacks_are_refused() -> None:
+    b = body({"messages": [{"role": "user", "content": "x"}], "metadata": {"session": "a"},
+              "prompt_cache_key": "user-42", "reasoning_effort": "high"})
+    assert (b["metadata"], b["prompt_cache_key"], b["reasoning_effort"]) == ({"session": "a"}, "user-42", "high")
+    with pytest.raises(errors.UnsupportedParameter) as e:
+        body({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "low"})
+    assert e.value.param == "reasoning_effort"
