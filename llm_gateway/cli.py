@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from aiohttp import web
 
 from .logging import event, setup_logging
 from .settings import ConfigError, Settings, load_settings
+
+#: a worker that dies sooner than this after its start is not restarted (a crash loop)
+RESTART_MIN_UPTIME = 5.0
 
 
 def parse_args(argv: list[str] | None) -> dict[str, Any]:
@@ -37,6 +43,36 @@ def _install_uvloop() -> bool:
     return True
 
 
+def check(settings: Settings) -> None:
+    """Everything the configuration can be wrong about, checked before any socket is
+    opened or worker started (raises ConfigError): the catalog, prices and tasks of the
+    config file, and the cache backend's URL."""
+    from .cache.backends import redis_params
+    from .catalog import load_catalog
+
+    load_catalog(settings.config)
+    if "redis" in (settings.cache_backend, settings.rate_limit_backend):
+        redis_params(settings.redis_url)
+
+
+def listen(settings: Settings) -> socket.socket:
+    """The listening socket, bound once: a port in use is an error here, before anything
+    says it is listening, and workers share this one socket (no SO_REUSEPORT, so a
+    second gateway started on the same port fails instead of taking half the traffic)."""
+    infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     from .app import create_app
 
@@ -51,50 +87,101 @@ def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         event(logging.WARNING, "no provider key is set: serving the built-in 'mock' provider only; its "
               "answers are simulated. Set OPENAI_API_KEY, CLAUDE_API_KEY, GEMINI_API_KEY or MISTRAL_API_KEY.",
               event="startup", providers=["mock"], uvloop=uv)
-    event(logging.INFO, f"listening on http://{settings.host}:{settings.port}", event="startup",
-          host=settings.host, port=settings.port)
+    base = f"http://{settings.host}:{settings.port}"
+
+    def listening(_: str) -> None:  # aiohttp calls this once the site is started
+        event(logging.INFO, f"listening on {base}: point OpenAI SDKs at base_url {base}/v1; the UI is {base}/",
+              event="startup", host=settings.host, port=settings.port)
+
+    async def on_shutdown(_: web.Application) -> None:
+        event(logging.INFO, "shutting down: no new connections; requests in flight are finishing",
+              event="shutdown", state="draining")
+
+    app.on_shutdown.append(on_shutdown)
     # Everything loaded so far lives for the whole process: keep the cyclic GC from
     # walking it again and again under load.
     gc.collect()
     gc.freeze()
-    if sock is not None:
-        web.run_app(app, sock=sock, print=None, access_log=None, handler_cancellation=True)
-    else:
-        # handler_cancellation: a client that goes away cancels its handler, and with it
-        # the upstream request (SPEC 7), instead of streaming into a closed socket.
-        web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
-                    reuse_port=settings.workers > 1, handler_cancellation=True)
+    if sock is None:
+        sock = listen(settings)
+    # handler_cancellation: a client that goes away cancels its handler, and with it
+    # the upstream request (SPEC 7), instead of streaming into a closed socket.
+    web.run_app(app, sock=sock, print=listening, access_log=None, handler_cancellation=True)
+    event(logging.INFO, "stopped", event="shutdown", state="stopped")
 
 
-def _worker(cli: dict[str, Any]) -> None:
-    serve(load_settings(cli))
+def _die_with_parent() -> None:
+    """A worker whose parent is killed (SIGKILL) gets SIGTERM instead of serving on as an orphan."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (AttributeError, OSError):
+        pass
+
+
+def _worker(cli: dict[str, Any], sock: socket.socket) -> None:
+    _die_with_parent()
+    serve(load_settings(cli), sock)
+
+
+def _supervise(cli: dict[str, Any], settings: Settings, sock: socket.socket) -> int:
+    """Run ``settings.workers`` processes on one socket; restart one that dies (unless it
+    dies right after starting: a crash loop stops the gateway); SIGTERM/SIGINT stop all.
+    The exit status is non-zero when a worker failed."""
+    ctx = multiprocessing.get_context("spawn")
+    procs: dict[Any, tuple[Any, float]] = {}
+    stopping = False
+
+    def start() -> None:
+        p = ctx.Process(target=_worker, args=(cli, sock), daemon=False)
+        p.start()
+        procs[p.sentinel] = (p, time.monotonic())
+
+    def stop(signum: int, frame: Any) -> None:  # SIGTERM/SIGINT to the parent reach every worker
+        nonlocal stopping
+        stopping = True
+        for p, _ in procs.values():
+            if p.is_alive():
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(settings.workers):
+        start()
+    status = 0
+    while procs:
+        for sentinel in multiprocessing.connection.wait(list(procs)):
+            p, started = procs.pop(sentinel)
+            p.join()
+            if stopping:
+                status = status or (0 if p.exitcode in (0, -signal.SIGTERM) else 1)
+                continue
+            print(f"llm-gateway: worker {p.pid} exited with status {p.exitcode}", file=sys.stderr)
+            if time.monotonic() - started < RESTART_MIN_UPTIME:
+                print("llm-gateway: it died right after starting; stopping the gateway", file=sys.stderr)
+                status = 1
+                stop(signal.SIGTERM, None)
+            else:
+                start()
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
     cli = parse_args(argv)
     try:
         settings = load_settings(cli)
+        check(settings)
     except ConfigError as e:
         print(f"llm-gateway: configuration error: {e}", file=sys.stderr)
         return 2
+    try:
+        sock = listen(settings)
+    except OSError as e:
+        print(f"llm-gateway: cannot listen on {settings.host}:{settings.port}: {e.strerror or e}", file=sys.stderr)
+        return 1
     if settings.workers <= 1:
-        serve(settings)
+        serve(settings, sock)
         return 0
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(cli,), daemon=False) for _ in range(settings.workers)]
-    for p in procs:
-        p.start()
-
-    def stop(signum: int, frame: Any) -> None:  # SIGTERM/SIGINT to the parent reach every worker
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for p in procs:
-        p.join()
-    return 0
+    return _supervise(cli, settings, sock)
 
 
 if __name__ == "__main__":

@@ -314,6 +314,30 @@ _DEFAULT_URLS = {
 _DEFAULT_VERSIONS = {"anthropic": "2023-06-01", "gemini": "v1beta"}
 
 
+#: [providers.NAME] keys and the TOML type each must have
+_PROVIDER_TYPES: dict[str, tuple[type, str]] = {
+    "type": (str, "a string"), "base_url": (str, "a string"), "api_key_env": (str, "a string"),
+    "api_version": (str, "a string"), "prefill": (bool, "true or false"), "stream_usage": (bool, "true or false"),
+}
+
+
+def _check_provider_types(name: str, tbl: Any) -> None:
+    """A value of the wrong TOML type is an error at start-up, not a silent misreading
+    (``stream_usage = "false"`` is a string, and was truthy; ``models = "llama3.2"``
+    became eight one-letter models)."""
+    if not isinstance(tbl, dict):
+        raise ConfigError(f"[providers.{name}] must be a table")
+    for key, (want, what) in _PROVIDER_TYPES.items():
+        if key in tbl and not isinstance(tbl[key], want):
+            raise ConfigError(f"[providers.{name}] {key} = {tbl[key]!r}: must be {what}")
+    models = tbl.get("models")
+    if models is not None and not (isinstance(models, list) and all(isinstance(m, str) and m for m in models)):
+        raise ConfigError(f"[providers.{name}] models = {models!r}: must be a list of model names (strings)")
+    url = tbl.get("base_url")
+    if isinstance(url, str) and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"[providers.{name}] base_url = {url!r}: must start with http:// or https://")
+
+
 def load_settings(
     cli: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -413,6 +437,7 @@ def _providers(env: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, P
         "mock": ProviderConfig("mock", "mock", _DEFAULT_URLS["mock"], needs_key=False),
     }
     for name, tbl in (config.get("providers") or {}).items():
+        _check_provider_types(name, tbl)
         name = name.strip().lower()
         name = PROVIDER_ALIASES.get(name, name)
         kind = str(tbl.get("type", "openai" if name not in out else out[name].kind)).lower()

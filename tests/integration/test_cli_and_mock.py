@@ -147,3 +147,40 @@ async def test_workers_share_the_port_and_stop_together(tmp_path):
                 await asyncio.sleep(0.05)
     else:
         raise AssertionError("a worker kept the port after the parent stopped")
+
+
+async def test_a_dead_worker_is_replaced_and_a_taken_port_is_a_clear_error(tmp_path):
+    from llm_gateway.cli import RESTART_MIN_UPTIME
+
+    port = free_port()
+    proc, _ = await start(["--port", str(port), "--workers", "2"], {"LEDGER_PATH": "off"}, tmp_path)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", proc)
+        # a second gateway on the same port fails at once instead of sharing the traffic
+        other = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "llm_gateway", "--port", str(port), "--workers", "2", env=CLEAN_ENV,
+            cwd=str(tmp_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(other.communicate(), 20)
+        assert other.returncode == 1 and b"cannot listen on" in err and b"in use" in err
+        await asyncio.sleep(RESTART_MIN_UPTIME + 0.5)  # past the crash-loop guard
+        children = [int(p) for p in (Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split())]
+        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        os.kill(workers[0], 9)
+        for _ in range(200):  # replaced
+            now = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+            if len([c for c in now if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+                    and c != workers[0]]) == 2:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the killed worker was not replaced")
+        async with aiohttp.ClientSession() as s:
+            for _ in range(50):
+                async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    assert r.status == 200
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert f"worker {workers[0]} exited".encode() in err
