@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from .handlers.openapi import openapi_json
 from .handlers.gateway import add_routes as add_gateway_routes
 from .handlers.status import api_status
 from .ledger import install as install_ledger
-from .keys import ADAPTERS, CACHE, CATALOG, HEALTH, METRICS, RESOLVER, ROUTER, SETTINGS, UPSTREAM_POOL
+from .keys import ADAPTERS, CACHE, CATALOG, HEALTH, LIFECYCLE, METRICS, RESOLVER, ROUTER, SETTINGS, UPSTREAM_POOL
 from .metrics import Metrics
 from .budget import Budgets
 from .limits import limits_configured, setup_limits
@@ -54,6 +55,21 @@ def create_app(
     adapters = build_adapters(settings)
     health = Health(clock) if clock else Health()
     app[SETTINGS] = settings
+    lifecycle = app[LIFECYCLE] = {"stopping": False, "streams": set()}
+
+    async def stopping(_: web.Application) -> None:
+        # No new connections from here; requests in flight get SHUTDOWN_TIMEOUT to finish.
+        # Streams still open then are cancelled while their connections are open, so each
+        # ends with an SSE error event (before aiohttp closes the transports).
+        lifecycle["stopping"] = True
+
+        def cut() -> None:
+            for task in list(lifecycle["streams"]):
+                task.cancel()
+
+        asyncio.get_running_loop().call_later(settings.shutdown_timeout, cut)
+
+    app.on_shutdown.append(stopping)
     app[CATALOG] = catalog
     app[ADAPTERS] = adapters
     app[HEALTH] = health

@@ -94,8 +94,8 @@ def serve(settings: Settings, sock: socket.socket | None = None) -> None:
               event="startup", host=settings.host, port=settings.port)
 
     async def on_shutdown(_: web.Application) -> None:
-        event(logging.INFO, "shutting down: no new connections; requests in flight are finishing",
-              event="shutdown", state="draining")
+        event(logging.INFO, "shutting down: no new connections; requests in flight have "
+              f"{settings.shutdown_timeout:g} s to finish (SHUTDOWN_TIMEOUT)", event="shutdown", state="draining")
 
     app.on_shutdown.append(on_shutdown)
     # Everything loaded so far lives for the whole process: keep the cyclic GC from
@@ -106,7 +106,10 @@ def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         sock = listen(settings)
     # handler_cancellation: a client that goes away cancels its handler, and with it
     # the upstream request (SPEC 7), instead of streaming into a closed socket.
-    web.run_app(app, sock=sock, print=listening, access_log=None, handler_cancellation=True)
+    # shutdown_timeout: aiohttp's own wait for handlers; the app cuts open streams (with an
+    # SSE error event) at SHUTDOWN_TIMEOUT, a little before it
+    web.run_app(app, sock=sock, print=listening, access_log=None, handler_cancellation=True,
+                shutdown_timeout=settings.shutdown_timeout + 2.0)
     event(logging.INFO, "stopped", event="shutdown", state="stopped")
 
 

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from .upstream import UpstreamPool
 
 SETTINGS = web.AppKey("settings", "Settings")
+#: {"stopping": bool, "streams": set of the tasks serving a stream now}: shutdown cuts
+#: the streams still open when its drain time is over, each with an SSE error event
+LIFECYCLE = web.AppKey("lifecycle", "dict[str, Any]")
 CATALOG = web.AppKey("catalog", "Catalog")
 ADAPTERS = web.AppKey("adapters", "dict[str, Adapter]")
 #: keep-alive connections to the vendors, one pool per process (upstream.py)

@@ -132,6 +132,9 @@ class Settings:
     ledger_queue_size: int = 10000
     #: seconds the ledger may take to write its last rows on shutdown
     ledger_flush_timeout: float = 10.0
+    #: seconds requests in flight may take to finish after SIGTERM; streams still open
+    #: then end with an SSE error event
+    shutdown_timeout: float = 30.0
     #: seconds between budget syncs with the shared ledger (other workers' and replicas' spend)
     budget_sync_interval: float = 2.0
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
@@ -293,6 +296,7 @@ _ENV_FIELDS: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("ANTHROPIC_DEFAULT_MAX_TOKENS", "anthropic_default_max_tokens", _int(1)),
     ("LEDGER_QUEUE_SIZE", "ledger_queue_size", _int(1)),
     ("LEDGER_FLUSH_TIMEOUT", "ledger_flush_timeout", _float(0)),
+    ("SHUTDOWN_TIMEOUT", "shutdown_timeout", _float(0)),
     ("BUDGET_SYNC_INTERVAL", "budget_sync_interval", _float(0.01)),
     ("RATE_LIMIT_BACKEND", "rate_limit_backend", _one_of("memory", "redis")),
     ("RATE_LIMIT_FAIL_OPEN", "rate_limit_fail_open", _flag),

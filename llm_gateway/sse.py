@@ -208,6 +208,13 @@ class SSEResponse(web.StreamResponse):
         w.output_size += len(payload) + 8
         return not w._protocol._paused
 
+    def end_nowait(self, tail: bytes) -> None:
+        """Best effort, without waiting: ``tail`` and the end of the chunked body, for a
+        stream that must end now (its task is being cancelled)."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(tail), tail))
+
     async def drain(self) -> None:
         w = self._direct
         if w is not None and w._protocol._paused:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from ..context import RequestContext
 from ..cost import fmt_usd
 from ..cache import Flight
 from ..cache.stream import StreamRecorder, replay_chunks
-from ..keys import CACHE, CTX, RESOLVER, ROUTER, SETTINGS
+from ..keys import CACHE, CTX, LIFECYCLE, RESOLVER, ROUTER, SETTINGS
 from ..budget import admit
 from ..limits import reserve_chat
 from ..logging import event, event_later, log
@@ -148,6 +149,9 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     except BaseException:  # the client left before the first byte: let go of the upstream now
         live.close()
         raise
+    streams = request.app[LIFECYCLE]["streams"]
+    task = asyncio.current_task()
+    streams.add(task)
     try:
         await live.pump(_Client(resp, recorder))
     except errors.GatewayError as e:
@@ -159,16 +163,27 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
             request.app[CACHE].fail(flight, e)  # never stored; waiters get the error too
         await resp.write_eof(scrub_bytes(frame_error(e.envelope(ctx.request_id)), request))
         return resp
-    except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
-        # The client went away: the upstream stream is closed (aclosing above) and the
-        # tokens spent so far are logged and billed.
+    except asyncio.CancelledError:
+        if not request.app[LIFECYCLE]["stopping"]:
+            _client_left(ctx, cr, live, t)
+            raise
+        # The gateway is stopping and its drain time is over: the client is told, with
+        # the SSE error event an unfinished answer ends with (SPEC 7), not a cut body.
+        e = errors.UpstreamUnavailable("The gateway is shutting down; this answer was cut before it was complete. "
+                                       "Send the request again.")
+        ctx.error_type, ctx.outcome_status = "shutdown", 503
         settle_stream(ctx, cr.body, live)
-        u = ctx.usage or {}
-        event(logging.INFO, "client disconnected; upstream request cancelled", event="error",
-              error_type="client_disconnected", status=499, provider=t.provider, model=t.model,
-              attempt=ctx.attempts, detail=f"closed mid-stream after {u.get('completion_tokens', 0)} output tokens")
-        ctx.error_type = "client_disconnected"
+        event(logging.WARNING, "stream cut by the gateway's shutdown", event="error", error_type="shutdown",
+              status=503, provider=t.provider, model=t.model, attempt=ctx.attempts,
+              detail=f"after {(ctx.usage or {}).get('completion_tokens', 0)} output tokens")
+        with contextlib.suppress(Exception):
+            resp.end_nowait(frame_error(e.envelope(ctx.request_id)))
         raise
+    except (ConnectionResetError, ConnectionError):
+        _client_left(ctx, cr, live, t)
+        raise
+    finally:
+        streams.discard(task)
     usage = settle_stream(ctx, cr.body, live)
     if flight is not None and recorder is not None:
         # Stored before the last bytes go out: a client leaving now cannot lose a complete answer.
@@ -185,6 +200,17 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     await resp.write_eof(tail)
     log_answer(ctx, live.delivered_text())
     return resp
+
+
+def _client_left(ctx: RequestContext, cr: ChatRequest, live: Any, t: Target) -> None:
+    """The client went away: the upstream stream is closed (aclosing above) and the
+    tokens spent so far are logged and billed."""
+    settle_stream(ctx, cr.body, live)
+    u = ctx.usage or {}
+    event(logging.INFO, "client disconnected; upstream request cancelled", event="error",
+          error_type="client_disconnected", status=499, provider=t.provider, model=t.model,
+          attempt=ctx.attempts, detail=f"closed mid-stream after {u.get('completion_tokens', 0)} output tokens")
+    ctx.error_type = "client_disconnected"
 
 
 def usage_chunk(live: Any, usage: dict[str, Any] | None, ctx: RequestContext) -> dict[str, Any]:

@@ -298,3 +298,38 @@ async def test_a_complete_answer_does_not_wait_the_idle_limit_for_its_end_marker
     assert stream_text(raw) == "a b" and sse_events(raw)[-1] == (None, "[DONE]")
     assert time.monotonic() - t0 < END_GRACE + 5  # bounded by the grace, not by the 30 s limit
     assert len(fake_openai.requests) == 1 and chunks(raw)[-1]["usage"]["completion_tokens"] == 2
+
+
+async def test_a_stream_cut_by_shutdown_ends_with_an_error_event(vendor_env, fake_openai, tmp_path):
+    """The drain time is over and the gateway stops: the client's unfinished stream ends
+    with an SSE error event (not a cut body), and the request is in the ledger as failed."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from llm_gateway.app import create_app
+    from llm_gateway.settings import load_settings
+
+    db = tmp_path / "l.sqlite3"
+    settings = load_settings({}, {**vendor_env, "LEDGER_PATH": str(db), "SHUTDOWN_TIMEOUT": "0.2"})
+    server = TestServer(create_app(settings), host="127.0.0.1", shutdown_timeout=5)
+    await server.start_server()
+    hold = asyncio.Event()
+    fake_openai.text = "one two three four"
+    fake_openai.inject(Fault(hold_after=3, hold=hold))  # role, "one ", "two ": then the vendor waits
+    async with aiohttp.ClientSession() as s, s.post(str(server.make_url("/v1/chat/completions")),
+                                                    json={"model": "gpt-4o-mini", "messages": HI, **STREAM}) as r:
+        raw = b""
+        while b"two" not in raw:
+            raw += await r.content.readuntil(b"\n\n")
+        closing = asyncio.create_task(server.close())
+        raw += await r.content.read()
+    await closing
+    hold.set()
+    events = sse_events(raw)
+    assert events[-1][0] == "error" and "shutting down" in orjson.loads(events[-1][1])["error"]["message"]
+    assert all(d != "[DONE]" for _, d in events)
+    import sqlite3
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status, error_type FROM llm_gateway_requests").fetchall() == [(503, "shutdown")]
