@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import socket
 import sys
@@ -76,7 +78,7 @@ def listen(settings: Settings) -> socket.socket:
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     from .app import create_app
 
-    setup_logging(settings.log_level, settings.secrets())
+    handler = setup_logging(settings.log_level, settings.secrets())
     uv = _install_uvloop()
     app = create_app(settings)
     configured = [n for n, p in settings.providers.items() if p.configured and p.kind != "mock"]
@@ -96,6 +98,27 @@ def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     async def on_shutdown(_: web.Application) -> None:
         event(logging.INFO, "shutting down: no new connections; requests in flight have "
               f"{settings.shutdown_timeout:g} s to finish (SHUTDOWN_TIMEOUT)", event="shutdown", state="draining")
+        began = time.monotonic()
+
+        def again() -> None:
+            # A signal during the drain stops at once, saying what that costs. One within a
+            # second of the first is the same stop (a terminal's Ctrl-C reaches every worker
+            # and the parent forwards it too): ignored.
+            if time.monotonic() - began < 1.0:
+                return
+            from .keys import LEDGER
+
+            ledger = app.get(LEDGER)
+            lost = ledger.status()["queued"] if ledger is not None else 0
+            event(logging.WARNING, f"second signal: stopping at once; requests in flight are cut and {lost} "
+                  "spend-ledger rows not yet written are lost", event="shutdown", state="forced", lost=lost)
+            handler.flush()
+            os._exit(1)
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, again)
 
     app.on_shutdown.append(on_shutdown)
     # Everything loaded so far lives for the whole process: keep the cyclic GC from

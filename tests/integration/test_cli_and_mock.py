@@ -184,3 +184,41 @@ async def test_a_dead_worker_is_replaced_and_a_taken_port_is_a_clear_error(tmp_p
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert f"worker {workers[0]} exited".encode() in err
+
+
+async def test_a_second_signal_during_the_drain_stops_at_once_and_says_what_is_lost(tmp_path, fake_openai):
+    """SIGTERM drains (SHUTDOWN_TIMEOUT); a second one, a second later, stops at once, with
+    a line counting the spend-ledger rows that will not be written. A duplicate within a
+    second of the first (a terminal's Ctrl-C reaching every process) is ignored."""
+    import signal
+
+    from tests.fakes.base import Fault
+
+    hold = asyncio.Event()
+    fake_openai.inject(Fault(hold_after=2, hold=hold))  # a stream that stays open
+    port = free_port()
+    proc, _ = await start(["--port", str(port)], {
+        "OPENAI_API_KEY": fake_openai.api_key, "OPENAI_BASE_URL": fake_openai.url + "/v1",
+        "SHUTDOWN_TIMEOUT": "60", "LEDGER_PATH": str(tmp_path / "l.sqlite3")}, tmp_path)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", proc)
+        async with aiohttp.ClientSession() as s:
+            r = await s.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
+                "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+            await r.content.readuntil(b"\n\n")  # the stream is under way
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # the same stop, delivered twice: still draining
+            await asyncio.sleep(1.3)
+            assert proc.returncode is None
+            proc.send_signal(signal.SIGTERM)  # a second stop: at once
+            out, _ = await asyncio.wait_for(proc.communicate(), 10)
+            r.close()
+    finally:
+        hold.set()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1
+    lines = [orjson.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
+    states = [x.get("state") for x in lines if x.get("event") == "shutdown"]
+    assert states == ["draining", "forced"]
