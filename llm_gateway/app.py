@@ -55,16 +55,17 @@ def create_app(
     adapters = build_adapters(settings)
     health = Health(clock) if clock else Health()
     app[SETTINGS] = settings
-    lifecycle = app[LIFECYCLE] = {"stopping": False, "streams": set()}
+    lifecycle = app[LIFECYCLE] = {"stopping": False, "requests": set()}
 
     async def stopping(_: web.Application) -> None:
         # No new connections from here; requests in flight get SHUTDOWN_TIMEOUT to finish.
-        # Streams still open then are cancelled while their connections are open, so each
-        # ends with an SSE error event (before aiohttp closes the transports).
+        # What is still running then is cancelled while its connection is open, so each
+        # client hears why (a 503 envelope, or a stream's SSE error event) before aiohttp
+        # closes the transports.
         lifecycle["stopping"] = True
 
         def cut() -> None:
-            for task in list(lifecycle["streams"]):
+            for task in list(lifecycle["requests"]):
                 task.cancel()
 
         asyncio.get_running_loop().call_later(settings.shutdown_timeout, cut)

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from .upstream import UpstreamPool
 
 SETTINGS = web.AppKey("settings", "Settings")
-#: {"stopping": bool, "streams": set of the tasks serving a stream now}: shutdown cuts
-#: the streams still open when its drain time is over, each with an SSE error event
+#: {"stopping": bool, "requests": set of the tasks serving a request now}: shutdown cuts
+#: what is still running when its drain time is over (a 503, or a stream's error event)
 LIFECYCLE = web.AppKey("lifecycle", "dict[str, Any]")
 CATALOG = web.AppKey("catalog", "Catalog")
 ADAPTERS = web.AppKey("adapters", "dict[str, Adapter]")

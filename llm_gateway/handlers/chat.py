@@ -149,9 +149,6 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     except BaseException:  # the client left before the first byte: let go of the upstream now
         live.close()
         raise
-    streams = request.app[LIFECYCLE]["streams"]
-    task = asyncio.current_task()
-    streams.add(task)
     try:
         await live.pump(_Client(resp, recorder))
     except errors.GatewayError as e:
@@ -182,8 +179,6 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     except (ConnectionResetError, ConnectionError):
         _client_left(ctx, cr, live, t)
         raise
-    finally:
-        streams.discard(task)
     usage = settle_stream(ctx, cr.body, live)
     if flight is not None and recorder is not None:
         # Stored before the last bytes go out: a client leaving now cannot lose a complete answer.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import orjson
 from aiohttp import web
 
 from .. import errors
-from ..keys import CTX, SETTINGS
+from ..keys import CTX, LIFECYCLE, SETTINGS
 from ..logging import event, log
 
 _HTTP_MAP: dict[int, type[errors.GatewayError]] = {
@@ -66,8 +67,21 @@ def _scrub(resp: web.Response, request: web.Request) -> web.Response:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     ctx = request[CTX]
+    lifecycle = request.app[LIFECYCLE]
+    task = request.task
+    lifecycle["requests"].add(task)  # shutdown cancels what is still running at its deadline
     try:
         return await handler(request)
+    except asyncio.CancelledError:
+        if not lifecycle["stopping"] or ctx.error_type == "shutdown":
+            raise  # a client that left, or a stream that already ended with its error event
+        # The gateway's drain time is over before this request was answered: say so.
+        ctx.error_type, ctx.outcome_status = "shutdown", 503
+        event(logging.WARNING, "request cut by the gateway's shutdown", event="error", error_type="shutdown",
+              status=503, provider=ctx.provider, model=ctx.model, attempt=ctx.attempts, detail=None)
+        err = errors.UpstreamUnavailable("The gateway is shutting down; this request was cut before it was "
+                                         "answered. Send it again.", retry_after=1.0, status=503)
+        return error_response(err, ctx.request_id)
     except errors.GatewayError as e:
         ctx.error_type = ctx.error_type or e.error_type
         if isinstance(e, errors.ClientError) and not ctx.failures:
@@ -91,3 +105,5 @@ async def errors_middleware(request: web.Request, handler: web.Handler) -> web.S
         ctx.error_type = "internal_error"
         err = errors.InternalError("The gateway hit an internal error; it has been logged with this request id.")
         return error_response(err, ctx.request_id)
+    finally:
+        lifecycle["requests"].discard(task)

@@ -333,3 +333,30 @@ async def test_a_stream_cut_by_shutdown_ends_with_an_error_event(vendor_env, fak
     import sqlite3
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT status, error_type FROM llm_gateway_requests").fetchall() == [(503, "shutdown")]
+
+
+async def test_a_request_cut_by_shutdown_gets_a_503_envelope(vendor_env, fake_openai, tmp_path):
+    import asyncio
+
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from llm_gateway.app import create_app
+    from llm_gateway.settings import load_settings
+
+    settings = load_settings({}, {**vendor_env, "LEDGER_PATH": str(tmp_path / "l.sqlite3"), "SHUTDOWN_TIMEOUT": "0.2",
+                                  "REQUEST_TIMEOUT": "60"})
+    server = TestServer(create_app(settings), host="127.0.0.1", shutdown_timeout=5)
+    await server.start_server()
+    fake_openai.inject(Fault(delay=3))  # the vendor takes its time: the drain ends first
+    async with aiohttp.ClientSession() as s:
+        pending = asyncio.create_task(s.post(str(server.make_url("/v1/chat/completions")),
+                                             json={"model": "gpt-4o-mini", "messages": HI}))
+        while not fake_openai.requests:
+            await asyncio.sleep(0.01)
+        closing = asyncio.create_task(server.close())
+        r = await pending
+        body = await r.json()
+    await closing
+    assert r.status == 503 and "shutting down" in body["error"]["message"] and r.headers["Retry-After"] == "1", body
+    assert body["error"]["request_id"] == r.headers["X-Request-ID"]
