@@ -180,8 +180,8 @@ class OpenAIAdapter(Adapter):
         """Servers that predate ``stream_options`` (older Ollama, vLLM, LM Studio) refuse the
         field: this provider's streams go without it from now on (usage then estimated and
         flagged, as with ``stream_usage = false``), and the request is sent again."""
-        if not self.provider.stream_usage or body.find(b"stream_options") < 0:
-            return False
+        if not self.provider.stream_usage or body.find(b"stream_options") < 0 or "//api.openai.com" in self.url:
+            return False  # OpenAI itself takes the field: a 400 naming it is about something else
         self.provider.stream_usage = False
         event(logging.WARNING, f"{self.name} refuses stream_options; its streams go without it from now on "
               "(usage estimated); set stream_usage = false in its [providers] table to skip this",

@@ -213,7 +213,8 @@ class Router:
         finally:
             seg.close()
             ctx.upstream_s += time.perf_counter() - t0
-        if up.status in (400, 422) and t.adapter.refuses_stream_usage(body):
+        if up.status in (400, 422) and "stream_options" not in req and t.adapter.refuses_stream_usage(body):
+            # the field the gateway added (not one the client sent) was refused
             return await self.open_segment(ctx, req, t)  # asked again without stream_options
         raise t.adapter.parse_error(up.status, up.headers, body)
 

@@ -252,3 +252,22 @@ async def test_sdk_parse_with_a_claude_model(gateway, vendor_env, fake_anthropic
     assert out.choices[0].message.parsed == Person(name="Ada")
     fmt = fake_anthropic.last.body["output_config"]["format"]
     assert fmt["type"] == "json_schema" and fmt["schema"]["properties"]["name"]["type"] == "string"
+
+
+async def test_a_client_error_about_stream_options_does_not_turn_usage_off(gateway, vendor_env, fake_openai):
+    """Only the field the gateway adds, refused by a server that predates it, turns it off:
+    OpenAI refusing a client's own stream_options is that client's 400, nothing more."""
+    gw = await gateway(vendor_env)
+    fake_openai.inject(Fault(status=400, body={"error": {
+        "message": "Unrecognized request argument supplied: stream_options.foo", "type": "invalid_request_error",
+        "param": None, "code": None}}))
+    async with gw.http.post(gw.url + "/v1/chat/completions", json={
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True, "foo": 1}}) as r:
+        assert r.status == 400
+    assert len(fake_openai.requests) == 1
+    stream = await gw.sdk().chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                     messages=[{"role": "user", "content": "again"}])
+    async for _ in stream:
+        pass
+    assert fake_openai.last.body["stream_options"] == {"include_usage": True}  # still asked for
