@@ -18,7 +18,17 @@ the behaviour documented for its strict request validation:
   ``reasoning_content``) are left out; any other field with a value is a 400 naming it.
   Tool-call ids must be 9 characters of ``[a-zA-Z0-9]``: others (OpenAI's ``call_...``,
   Anthropic's ``toolu_...``) are mapped, the same for a call and its result. OpenAI's
-  ``input_audio`` and ``file`` parts have other shapes on Mistral and are refused.
+  ``input_audio`` and ``file`` parts have other shapes on Mistral and are refused; a
+  replayed ``refusal`` part is sent as the text it is (Mistral has no such chunk).
+* Mistral checks the order of roles where OpenAI does not: a ``user`` message straight
+  after a ``tool`` result is refused ("Unexpected role 'user' after role 'tool'"), and an
+  assistant message needs content or tool calls. Both shapes are common in agent
+  histories (the user spoke before the model answered the tool results; an empty turn
+  replayed), so such a turn is sent as an assistant message saying ``BRIDGE`` — what
+  Zed, avante.nvim and others do for Mistral. The last message must be ``user``,
+  ``tool`` or an assistant with ``prefix: true``: anything else is a 400 before the call.
+* A function tool without ``parameters`` (optional in OpenAI's schema, required in
+  Mistral's) is sent with an empty object schema.
 * Answers: ``finish_reason`` ``model_length`` is OpenAI's ``length``; ``error`` means the
   generation failed and is a retryable upstream error, never a complete answer.
   ``content`` given as a list of chunks (text, thinking, references) is flattened to
@@ -60,6 +70,9 @@ _MESSAGE_KEYS = {
 #: what an OpenAI answer carries and clients echo back: never sent, never refused
 _OUTPUT_ONLY = frozenset({"refusal", "annotations", "audio", "function_call", "reasoning_content"})
 _REFUSED_PARTS = {"input_audio": "OpenAI's input_audio part", "file": "OpenAI's file part"}
+#: the assistant turn sent where Mistral needs one the client did not send (see above)
+BRIDGE = "OK."
+_NO_PARAMETERS = {"type": "object", "properties": {}}
 _TOOL_ID = re.compile(r"[a-zA-Z0-9]{9}")
 _BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 #: Mistral finish reasons OpenAI does not have
@@ -124,13 +137,45 @@ def _messages(msgs: Any) -> Any:
                     raise errors.UnsupportedParameter(
                         f"{_REFUSED_PARTS[kind]} has another shape on Mistral and cannot be sent there.",
                         param=f"messages[{i}].content[{j}]")
+            if any(isinstance(p, dict) and p.get("type") == "refusal" for p in content):
+                msg["content"] = [{"type": "text", "text": str(p.get("refusal") or "")}
+                                  if isinstance(p, dict) and p.get("type") == "refusal" else p for p in content]
         if isinstance(msg.get("tool_calls"), list):
             msg["tool_calls"] = [{**c, "id": tool_id(c.get("id"))} if isinstance(c, dict) else c
                                  for c in msg["tool_calls"]]
         if "tool_call_id" in msg:
             msg["tool_call_id"] = tool_id(msg["tool_call_id"])
+        if role == "assistant" and not msg.get("tool_calls") and not msg.get("prefix") and _empty(msg.get("content")):
+            # "must have either content or tool_calls": a replayed refusal keeps its words
+            msg["content"] = str(m["refusal"]) if m.get("refusal") else BRIDGE
+            msg.pop("tool_calls", None)
+        elif role == "user" and out and isinstance(out[-1], dict) and out[-1].get("role") == "tool":
+            out.append({"role": "assistant", "content": BRIDGE})  # "Unexpected role 'user' after role 'tool'"
         out.append(msg)
+    last = out[-1] if out else None
+    if isinstance(last, dict) and last.get("role") not in ("user", "tool") and not (
+            last.get("role") == "assistant" and last.get("prefix")):
+        raise errors.UnsupportedParameter(
+            f"Mistral needs the last message to be a user or tool message, or an assistant message with "
+            f"\"prefix\": true to have it continued; messages[{len(msgs) - 1}] is a {last.get('role')} message.",
+            param=f"messages[{len(msgs) - 1}]")
     return out
+
+
+def _empty(content: Any) -> bool:
+    if content is None or content == "":
+        return True
+    return isinstance(content, list) and not any(
+        isinstance(p, dict) and (p.get("type") != "text" or p.get("text")) for p in content)
+
+
+def _tools(tools: Any) -> Any:
+    """OpenAI's ``parameters`` is optional, Mistral's required: an empty object schema."""
+    if not isinstance(tools, list):
+        return tools
+    return [{**t, "function": {**t["function"], "parameters": _NO_PARAMETERS}}
+            if isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("parameters") is None
+            else t for t in tools]
 
 
 class MistralAdapter(OpenAIAdapter):
@@ -144,6 +189,8 @@ class MistralAdapter(OpenAIAdapter):
         body = {k: v for k, v in req.items() if v is not None and k != "stream_options"}
         body["model"] = model
         body["messages"] = _messages(body.get("messages"))
+        if "tools" in body:
+            body["tools"] = _tools(body["tools"])
         effort = body.get("reasoning_effort")
         if effort is not None and effort not in _EFFORTS:
             raise errors.UnsupportedParameter(

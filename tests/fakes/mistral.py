@@ -34,11 +34,23 @@ _MESSAGE_KEYS = {
 }
 
 
-def unprocessable(field: str, value: Any) -> web.Response:
+def unprocessable(field: str, value: Any, kind: str = "extra_forbidden",
+                  msg: str = "Extra inputs are not permitted") -> web.Response:
     body = {"object": "error", "message": {"detail": [
-        {"type": "extra_forbidden", "loc": ["body", field], "msg": "Extra inputs are not permitted",
-         "input": value}]}, "type": "invalid_request_error", "param": None, "code": None}
+        {"type": kind, "loc": ["body", *field.split(".")], "msg": msg, "input": value}]},
+        "type": "invalid_request_error", "param": None, "code": None}
     return web.Response(status=422, body=orjson.dumps(body), content_type="application/json")
+
+
+def bad_order(message: str) -> web.Response:
+    """Mistral's answer to a conversation its template cannot take (code 3230)."""
+    return web.Response(status=400, content_type="application/json", body=orjson.dumps({
+        "object": "error", "message": message, "type": "invalid_request_message_order", "param": None,
+        "code": "3230"}))
+
+
+#: client-python's ContentChunk types
+_CHUNK_TYPES = {"text", "image_url", "document_url", "reference", "file", "thinking", "audio"}
 
 
 class FakeMistral(FakeOpenAI):
@@ -71,6 +83,16 @@ class FakeMistral(FakeOpenAI):
                 extra = set(m) - allowed
                 if extra:
                     return unprocessable(f"messages.{i}.{role}.{sorted(extra)[0]}", None)
+                prev = body["messages"][i - 1].get("role") if i else None
+                if role == "user" and prev == "tool":
+                    return bad_order("Unexpected role 'user' after role 'tool'")
+                if role == "assistant" and not m.get("tool_calls") and not m.get("content"):
+                    return bad_order("Assistant message must have either content or tool_calls, but not none.")
+                if isinstance(m.get("content"), list):
+                    for j, part in enumerate(m["content"]):
+                        if not isinstance(part, dict) or part.get("type") not in _CHUNK_TYPES:
+                            return unprocessable(f"messages.{i}.{role}.content.{j}", part, "union_tag_invalid",
+                                                 "Input tag does not match any of the expected tags")
                 ids = [c.get("id") for c in m.get("tool_calls") or []] + ([m["tool_call_id"]] if "tool_call_id" in m else [])
                 for tid in ids:
                     if not (isinstance(tid, str) and len(tid) == 9 and tid.isascii() and tid.isalnum()):
@@ -78,6 +100,14 @@ class FakeMistral(FakeOpenAI):
                             "object": "error", "message": f"Tool call id was {tid} but must be a-z, A-Z, 0-9, "
                             "with a length of 9.", "type": "invalid_request_message_order", "param": None,
                             "code": "3280"}))
+            msgs = body.get("messages") or []
+            last = msgs[-1] if msgs else {}
+            if last.get("role") not in ("user", "tool") and not (last.get("role") == "assistant" and last.get("prefix")):
+                return bad_order(f"Expected last role User or Tool (or Assistant with prefix True) for serving "
+                                 f"but got {last.get('role')}")
+            for i, t in enumerate(body.get("tools") or []):
+                if isinstance(t, dict) and isinstance(t.get("function"), dict) and "parameters" not in t["function"]:
+                    return unprocessable(f"tools.{i}.function.parameters", t["function"], "missing", "Field required")
         return super().validate(body)
 
     def answer_text(self, body: dict[str, Any], fault: Fault) -> str:

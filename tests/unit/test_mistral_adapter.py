@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from llm_gateway import errors
-from llm_gateway.adapters.mistral import MistralAdapter, tool_id
+from llm_gateway.adapters.mistral import BRIDGE, MistralAdapter, tool_id
 from llm_gateway.settings import ProviderConfig, Secret, Settings
 from tests.fakes.mistral import FakeMistral
 
@@ -124,3 +124,64 @@ def test_fields_mistral_takes_pass_and_efforts_it_lacks_are_refused() -> None:
     with pytest.raises(errors.UnsupportedParameter) as e:
         body({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "low"})
     assert e.value.param == "reasoning_effort"
+
+
+#: valid OpenAI conversations whose shape Mistral refuses as it stands
+AGENT_HISTORY = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+    {"role": "user", "content": "Never mind. Say hi."},  # the user spoke before the model answered
+    {"role": "assistant", "content": ""},  # an empty turn replayed
+    {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+    {"role": "assistant", "content": None, "refusal": "No."},  # an OpenAI refusal echoed back
+    {"role": "user", "content": "hi"},
+]
+
+
+def test_agent_histories_are_sent_in_a_shape_mistral_takes() -> None:
+    b = body({"messages": AGENT_HISTORY, "tools": [{"type": "function", "function": {"name": "now"}}]})
+    roles = [m["role"] for m in b["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant", "user", "assistant", "assistant", "assistant", "user"]
+    assert b["messages"][3] == {"role": "assistant", "content": BRIDGE}  # between the tool result and the user
+    assert b["messages"][5]["content"] == BRIDGE
+    assert b["messages"][6]["content"] == [{"type": "text", "text": "I can't."}]
+    assert b["messages"][7]["content"] == "No."
+    assert b["tools"][0]["function"]["parameters"] == {"type": "object", "properties": {}}
+    assert len(AGENT_HISTORY) == 8 and "parameters" not in str(AGENT_HISTORY)  # the client's request is not changed
+
+
+@pytest.mark.parametrize("last", [
+    {"role": "assistant", "content": "Once upon"},  # no prefix: Mistral would refuse it
+    {"role": "system", "content": "Be brief."},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "abcDEF123", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+])
+def test_a_conversation_mistral_cannot_serve_is_refused_before_the_call(last: dict[str, Any]) -> None:
+    with pytest.raises(errors.UnsupportedParameter) as e:
+        body({"messages": [{"role": "user", "content": "hi"}, last]})
+    assert e.value.param == "messages[1]" and "prefix" in e.value.message
+    prefill = body({"messages": [{"role": "user", "content": "hi"}, {**last, "prefix": True}]}) \
+        if last["role"] == "assistant" and last["content"] else None
+    assert prefill is None or prefill["messages"][-1]["prefix"] is True
+
+
+async def test_agent_histories_pass_the_strict_fake() -> None:
+    fake = FakeMistral()
+    await fake.start()
+    try:
+        tools = [{"type": "function", "function": {"name": "now"}}]
+        up = adapter(fake.url).build_request({"messages": AGENT_HISTORY, "tools": tools},
+                                              "mistral-small-latest", stream=False)
+        async with aiohttp.ClientSession() as s:
+            async with s.post(up.url, data=up.body, headers=up.headers) as r:
+                assert r.status == 200, await r.text()
+            raw = orjson.loads(up.body)
+            for bad in ({**raw, "messages": AGENT_HISTORY[:4]},  # as the client sent it
+                        {**raw, "messages": raw["messages"][:2]},
+                        {**raw, "tools": tools}):
+                async with s.post(up.url, data=orjson.dumps(bad), headers=up.headers) as r:
+                    assert r.status in (400, 422), bad
+    finally:
+        await fake.stop()
