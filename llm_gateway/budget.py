@@ -35,7 +35,7 @@ from aiohttp import web
 from . import errors
 from .context import RequestContext
 from .cost import estimate_usd, fmt_usd, output_cap
-from .keys import BUDGETS
+from .keys import BUDGETS, SETTINGS
 from .routing.resolve import Target
 from .tokens import estimate_prompt_tokens
 
@@ -46,6 +46,23 @@ ZERO = Decimal(0)
 def tenant_of(ctx: RequestContext) -> str:
     """The tenant a request is billed to: the key's (or the body's, without keys), else "default"."""
     return ctx.tenant or DEFAULT_TENANT
+
+
+def body_tenant(request: web.Request, ctx: RequestContext, t: str | None) -> None:
+    """A body ``tenant`` (SPEC 5) counts only without gateway keys; with keys it must be
+    the key's own (403 otherwise)."""
+    if t is None:
+        return
+    if request.app[SETTINGS].auth_enabled:
+        if t != ctx.tenant:
+            raise errors.PermissionDenied(
+                f"This gateway key belongs to tenant '{ctx.tenant}'; it cannot act for tenant '{t}'.",
+                param="tenant", code="tenant_mismatch")
+        return
+    if not t or len(t) > 128 or not t.isprintable():
+        raise errors.BadRequest("'tenant' must be printable text of 1 to 128 characters.", param="tenant",
+                                code="invalid_value")
+    ctx.tenant = t
 
 
 # ------------------------------------------------------------------ estimates

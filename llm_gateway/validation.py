@@ -15,7 +15,7 @@ import orjson
 
 from . import errors
 
-EXTENSION_FIELDS = ("fallbacks", "task_type", "cache")
+EXTENSION_FIELDS = ("fallbacks", "task_type", "cache", "tenant")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_DEPTH = 64
 #: sanity bounds (the body size limit, MAX_REQUEST_BYTES, bounds everything else)
@@ -35,6 +35,7 @@ class ChatRequest:
     fallbacks: list[str] | None
     task_type: str | None
     cache: bool | None
+    tenant: str | None = None  # as the body named it; whether it counts is the handler's to say
 
 
 def parse_json(raw: bytes) -> Any:
@@ -280,4 +281,7 @@ def parse_chat(raw: bytes) -> ChatRequest:
     cache = body.pop("cache", None)
     if cache is not None and not isinstance(cache, bool):
         raise errors.BadRequest("'cache' must be a boolean.", param="cache", code="invalid_type")
-    return ChatRequest(body, model, stream, include_usage, fallbacks or None, task_type, cache)
+    tenant = body.pop("tenant", None)
+    if tenant is not None and not isinstance(tenant, str):
+        raise errors.BadRequest("'tenant' must be a string.", param="tenant", code="invalid_type")
+    return ChatRequest(body, model, stream, include_usage, fallbacks or None, task_type, cache, tenant)

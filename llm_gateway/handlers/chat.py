@@ -18,8 +18,8 @@ from ..cost import fmt_usd
 from ..cache import Flight
 from ..cache.stream import StreamRecorder, replay_chunks
 from ..keys import CACHE, CTX, LIFECYCLE, RESOLVER, ROUTER, SETTINGS
-from ..budget import admit
-from ..limits import reserve_chat
+from ..budget import admit, body_tenant, tenant_of
+from ..limits import admit_tenant, reserve_chat
 from ..logging import event, event_later, log
 from ..middleware.errors import scrub_bytes
 from ..routing.resolve import Resolver, Target
@@ -92,6 +92,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     cr = parse_chat(await request.read())
     ctx.model_asked, ctx.task_type, ctx.stream = cr.model, cr.task_type, cr.stream
     ctx.endpoint = "/v1/chat/completions"  # recorded in the spend ledger when it ends
+    body_tenant(request, ctx, cr.tenant)
+    if not app[SETTINGS].auth_enabled:  # the middleware left the admission to us
+        await admit_tenant(request, tenant_of(ctx))
     log_request(request, ctx, lambda: last_user_text(cr.body))
     targets = app[RESOLVER].targets(cr.model, cr.task_type, cr.fallbacks)
     log_route(app[RESOLVER], ctx, cr.model, cr.task_type, targets)

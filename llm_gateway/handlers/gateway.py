@@ -28,7 +28,7 @@ import orjson
 from aiohttp import web
 
 from .. import errors
-from ..budget import admit, tenant_of, worst_case
+from ..budget import admit, body_tenant, tenant_of, worst_case
 from ..cache import ResponseCache
 from ..catalog import TASK_TYPES
 from ..context import RequestContext
@@ -141,20 +141,7 @@ def _request_id(ctx: RequestContext, body: dict[str, Any]) -> None:
 
 
 def _tenant(request: web.Request, ctx: RequestContext, body: dict[str, Any]) -> None:
-    """A body ``tenant`` counts only without gateway keys; with keys it must be the key's own."""
-    t = _str(body, "tenant")
-    if t is None:
-        return
-    if request.app[SETTINGS].auth_enabled:
-        if t != ctx.tenant:
-            raise errors.PermissionDenied(
-                f"This gateway key belongs to tenant '{ctx.tenant}'; it cannot act for tenant '{t}'.",
-                param="tenant", code="tenant_mismatch")
-        return
-    if len(t) > 128 or not t.isprintable():
-        raise errors.BadRequest("'tenant' must be printable text of at most 128 characters.", param="tenant",
-                                code="invalid_value")
-    ctx.tenant = t
+    body_tenant(request, ctx, _str(body, "tenant"))
 
 
 # ------------------------------------------------------------------ models

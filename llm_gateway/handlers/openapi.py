@@ -164,6 +164,8 @@ SCHEMAS: dict[str, Any] = {
             "fallbacks": {"type": "array", "items": _S},
             "task_type": _TASK,
             "cache": {"type": "boolean"},
+            "tenant": {"type": "string", "description": "honoured only without gateway keys; with keys it must "
+                                                          "be the key's own tenant (403 otherwise)"},
         },
     },
     "ChatCompletion": {

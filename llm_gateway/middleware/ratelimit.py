@@ -26,7 +26,7 @@ LIMITED = frozenset({
 
 
 #: routes whose body may name the tenant (honoured only without gateway keys)
-BODY_TENANT = frozenset({"/v1/gateway/query"})
+BODY_TENANT = frozenset({"/v1/gateway/query", "/v1/chat/completions"})
 
 
 def _actual_tokens(request: web.Request) -> int:
@@ -46,7 +46,7 @@ async def ratelimit_middleware(request: web.Request, handler: web.Handler) -> we
     limiter = request.app[LIMITER]
     ctx = request[CTX]
     # Without gateway keys the tenant is "default" (what the ledger and budgets call it),
-    # or, on the route whose body may name one, that tenant: the handler admits it then
+    # or, on the routes whose body may name one, that tenant: the handler admits it then
     # (``limits.admit_tenant``) once the body is read.
     deferred = request.path in BODY_TENANT and not request.app[SETTINGS].auth_enabled
     buckets = None if deferred else limiter.buckets(tenant_of(ctx), ctx.key_id)

@@ -19,7 +19,8 @@ async def test_non_stream_through_sdk(gateway, vendor_env, fake_openai):
         model="gpt-4o-mini",
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}],
         temperature=0.2, max_tokens=50, seed=7, stop=["\n\n"],
-        extra_body={"fallbacks": ["mistral-small-latest"], "task_type": "text_generation", "cache": False},
+        extra_body={"fallbacks": ["mistral-small-latest"], "task_type": "text_generation", "cache": False,
+                    "tenant": "team-a"},
         extra_headers={"X-Request-ID": "my-own-id-123"},
     )
     resp = raw.parse()

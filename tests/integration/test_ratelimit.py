@@ -337,3 +337,28 @@ async def test_without_keys_the_default_and_body_tenants_are_limited(gateway):
             if r.status == 429:
                 assert "tenant 'alpha'" in (await r.json())["error"]["message"]
     assert statuses == [200, 429]
+
+
+async def test_a_chat_body_may_name_its_tenant_without_keys(gateway):
+    """SPEC 5's body ``tenant`` on chat too: honoured without keys (limits, ledger), never
+    forwarded to the vendor (OpenAI would refuse the unknown field)."""
+    gw = await gateway({"CACHE_ENABLED": "false"}, config="[tenants.alpha]\nrequests_per_minute = 1\n")
+    statuses = []
+    for i in range(2):
+        async with gw.http.post(gw.url + "/v1/chat/completions", json=chat(f"a{i}", tenant="alpha")) as r:
+            statuses.append(r.status)
+            assert r.headers["x-ratelimit-limit-requests"] == "1"
+    assert statuses == [200, 429]
+    async with gw.http.post(gw.url + "/v1/chat/completions", json=chat("d")) as r:
+        assert r.status == 200 and "x-ratelimit-limit-requests" not in r.headers  # "default" has no limits
+    async with gw.http.post(gw.url + "/v1/chat/completions", json=chat("bad", tenant="")) as r:
+        assert r.status == 400 and (await r.json())["error"]["param"] == "tenant"
+    assert {e["tenant"] for e in gw.events("request")} == {"alpha", None}  # None: no key, no body tenant
+
+
+async def test_a_chat_body_cannot_name_another_tenant_than_the_key(gateway):
+    gw = await gateway({"GATEWAY_API_KEYS": f"{KEY}:acme", "CACHE_ENABLED": "false"})
+    async with gw.http.post(gw.url + "/v1/chat/completions", json=chat("x", tenant="beta"), headers=auth()) as r:
+        assert r.status == 403 and (await r.json())["error"]["code"] == "tenant_mismatch"
+    async with gw.http.post(gw.url + "/v1/chat/completions", json=chat("x", tenant="acme"), headers=auth()) as r:
+        assert r.status == 200
