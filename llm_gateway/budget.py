@@ -1,9 +1,10 @@
 """Worst-case cost estimates and per-tenant spend budgets (USD per UTC day / month).
 
-Worst case of a request = its prompt tokens (``tokens.estimate_prompt_tokens``) at the
-input price, plus its output cap (``max_tokens``/``max_completion_tokens`` in the body,
-else the model's ``max_output_tokens`` from the catalog, else ``cost.DEFAULT_OUTPUT_CAP``)
-at the output price, times ``n``; over a chain of targets, the dearest one counts.
+Worst case of a request = its prompt tokens (``tokens.estimate_request_tokens``: messages,
+images, tool definitions and response schema) at the input price, plus its output cap
+(``max_tokens``/``max_completion_tokens`` in the body, else the model's
+``max_output_tokens`` from the catalog, else ``cost.DEFAULT_OUTPUT_CAP``) at the output
+price, times ``n``; over a chain of targets, the dearest one counts.
 
 Budgets come from the TOML config::
 
@@ -17,8 +18,9 @@ between the check and the reservation), so concurrent requests in one process ca
 overspend together. When the request ends (the access-log hook) the reservation is
 replaced by the actual cost. Spend so far is seeded from the ledger at start-up.
 Unpriced models count as 0 (their cost is unknown). Each worker process enforces the
-budget on its own view; with ``--workers N`` a tenant can overshoot by up to N-1
-reservations (the ledger still records every cent).
+budget on its own view, synced with the shared ledger every BUDGET_SYNC_INTERVAL: with
+``--workers N`` each process may admit up to what remained before the next sync, so a
+tenant can overshoot by about N-1 times that (the ledger still records every cent).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .context import RequestContext
 from .cost import estimate_usd, fmt_usd, output_cap
 from .keys import BUDGETS, SETTINGS
 from .routing.resolve import Target
-from .tokens import estimate_prompt_tokens
+from .tokens import estimate_request_tokens
 
 DEFAULT_TENANT = "default"
 ZERO = Decimal(0)
@@ -79,7 +81,7 @@ class Estimate:
 def worst_case(body: dict[str, Any], targets: list[Target], input_tokens: int | None = None) -> Estimate:
     """The worst-case cost of ``body`` over ``targets`` (the dearest priced target wins)."""
     if input_tokens is None:
-        input_tokens = estimate_prompt_tokens(body.get("messages") or [])
+        input_tokens = estimate_request_tokens(body)
     n = body.get("n")
     n = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     best: Estimate | None = None

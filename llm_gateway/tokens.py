@@ -11,6 +11,8 @@ import math
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 
 @lru_cache(maxsize=1)
 def _encoding() -> Any:
@@ -38,9 +40,40 @@ def estimate_tokens(text: str) -> int:
 #: tokens OpenAI adds per chat message and per reply (the chat-format framing)
 PER_MESSAGE = 3
 PER_REPLY = 3
+#: an image part whose size is unknown here: OpenAI's count for a high-detail image at
+#: its largest (85 + 170 per 512-px tile, 8 tiles), near Anthropic's (~1,600 at 1.15 MP)
+#: and above Gemini's (258 per image); ``detail: low`` is OpenAI's flat 85
+IMAGE_TOKENS = 1445
+IMAGE_TOKENS_LOW = 85
+#: audio and file parts (base64 in the body): tokens per byte of their data, generous
+#: (compressed speech runs ~16 kB/s against ~10–30 tokens/s; a PDF page ~50 kB against
+#: ~1,500–3,000 tokens with its page image)
+AUDIO_BYTES_PER_TOKEN = 500
+FILE_BYTES_PER_TOKEN = 20
+#: the framing OpenAI adds around function definitions
+PER_TOOL = 8
+
+
+def _part_tokens(p: dict[str, Any]) -> int:
+    kind = p.get("type")
+    if isinstance(p.get("text"), str):
+        return estimate_tokens(p["text"])
+    if kind == "image_url":
+        img = p.get("image_url")
+        return IMAGE_TOKENS_LOW if isinstance(img, dict) and img.get("detail") == "low" else IMAGE_TOKENS
+    if kind == "input_audio":
+        data = (p.get("input_audio") or {}).get("data") if isinstance(p.get("input_audio"), dict) else None
+        return (len(data) * 3 // 4) // AUDIO_BYTES_PER_TOKEN + 1 if isinstance(data, str) else 0
+    if kind == "file":
+        data = (p.get("file") or {}).get("file_data") if isinstance(p.get("file"), dict) else None
+        return (len(data) * 3 // 4) // FILE_BYTES_PER_TOKEN + 1 if isinstance(data, str) else IMAGE_TOKENS
+    if kind == "refusal" and isinstance(p.get("refusal"), str):
+        return estimate_tokens(p["refusal"])
+    return 0
 
 
 def estimate_prompt_tokens(messages: list[Any]) -> int:
+    """The messages' tokens: text, tool calls, and images, audio and files (by size)."""
     total = PER_REPLY
     for m in messages:
         if not isinstance(m, dict):
@@ -51,10 +84,37 @@ def estimate_prompt_tokens(messages: list[Any]) -> int:
             total += estimate_tokens(c)
         elif isinstance(c, list):
             for p in c:
-                if isinstance(p, dict) and isinstance(p.get("text"), str):
-                    total += estimate_tokens(p["text"])
+                if isinstance(p, dict):
+                    total += _part_tokens(p)
         for call in m.get("tool_calls") or []:
             fn = call.get("function") if isinstance(call, dict) else None
             if isinstance(fn, dict):
                 total += estimate_tokens(str(fn.get("name", ""))) + estimate_tokens(str(fn.get("arguments", "")))
+    return total
+
+
+@lru_cache(maxsize=64)
+def _json_tokens(text: str) -> int:
+    """Tool definitions and schemas: agents send the same ones with every request."""
+    return estimate_tokens(text)
+
+
+def _as_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return str(value)
+
+
+def estimate_request_tokens(body: dict[str, Any]) -> int:
+    """All the prompt a chat request sends: its messages, plus the tool definitions and
+    the response schema the vendor also reads as input (budgets and token limits must
+    not miss a part of the prompt the caller controls)."""
+    total = estimate_prompt_tokens(body.get("messages") or [])
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:
+        total += PER_TOOL * len(tools) + _json_tokens(_as_text(tools))
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        total += _json_tokens(_as_text(fmt.get("json_schema")))
     return total

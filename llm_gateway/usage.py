@@ -13,14 +13,14 @@ from .context import RequestContext
 from .cost import cost_usd
 from .routing.resolve import Target
 from .routing.stream import LiveStream
-from .tokens import estimate_prompt_tokens, estimate_tokens
+from .tokens import estimate_request_tokens, estimate_tokens
 
 
 def settle_usage(ctx: RequestContext, t: Target, body: dict[str, Any], usage: dict[str, Any] | None,
                  answer_text: str) -> dict[str, Any]:
     """Vendor usage when given, else an offline estimate (flagged); cost computed once."""
     if not usage or "prompt_tokens" not in usage:
-        pt = estimate_prompt_tokens(body.get("messages") or [])
+        pt = estimate_request_tokens(body)
         ct = estimate_tokens(answer_text)
         usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
         ctx.estimated = True
@@ -79,6 +79,6 @@ def settle_stream(ctx: RequestContext, body: dict[str, Any], live: LiveStream) -
 def _partial(tr: Any, request: dict[str, Any]) -> dict[str, Any]:
     """A segment without vendor usage: the prompt as the vendor counted it when it said
     (Anthropic's message_start), else estimated; the output estimated from its text."""
-    pt = tr.prompt_tokens if tr.prompt_tokens is not None else estimate_prompt_tokens(request.get("messages") or [])
+    pt = tr.prompt_tokens if tr.prompt_tokens is not None else estimate_request_tokens(request)
     ct = estimate_tokens("".join(tr.text))
     return {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}

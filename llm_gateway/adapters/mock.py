@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ..tokens import estimate_prompt_tokens, estimate_tokens
+from ..tokens import estimate_request_tokens, estimate_tokens
 from .base import UpstreamRequest, UpstreamResponse
 from .openai import OpenAIAdapter
 
@@ -41,7 +41,7 @@ def answer_for(body: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
     words = text.split(" ")
     if isinstance(limit, int) and limit < len(words):
         text, finish = " ".join(words[:limit]), "length"
-    pt = estimate_prompt_tokens(body.get("messages") or [])
+    pt = estimate_request_tokens(body)
     ct = estimate_tokens(text)
     usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
     return text, usage, finish

@@ -377,3 +377,18 @@ async def test_budgets_see_spend_from_other_workers_sharing_the_ledger(gateway, 
     async with gw_b.http.post(gw_b.url + "/v1/chat/completions", json=body) as r:
         assert r.status == 402  # its own count is 0, but the ledger knows what A spent
         assert (await r.json())["error"]["code"] == "budget_exceeded"
+
+
+async def test_a_prompt_moved_into_tools_still_counts_against_the_budget(gateway, vendor_env, fake_openai):
+    """The audit's bypass: a huge tool schema with max_tokens 10 looked like a $0.0001
+    request; it is refused before any upstream call."""
+    gw = await gateway({**vendor_env, "CACHE_ENABLED": "false"},
+                       config='[tenants.default]\nbudget_usd_per_day = "0.001"\n')
+    tools = [{"type": "function", "function": {"name": "f", "description": "word " * 20_000,
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    body = {"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    async with gw.http.post(gw.url + "/v1/chat/completions", json={**body, "tools": tools}) as r:
+        assert r.status == 402 and (await r.json())["error"]["code"] == "budget_exceeded"
+    assert fake_openai.requests == []
+    async with gw.http.post(gw.url + "/v1/chat/completions", json=body) as r:
+        assert r.status == 200
