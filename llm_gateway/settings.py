@@ -8,6 +8,7 @@ line or error message can show them.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -209,13 +210,19 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 def parse_api_keys(raw: str) -> dict[Secret, str]:
     """``key:tenant,key2:tenant2`` → {Secret(key): tenant}. Errors never echo a key."""
     out: dict[Secret, str] = {}
+    where: dict[str, int] = {}
     for i, item in enumerate(p.strip() for p in raw.split(",")):
         if not item:
             continue
         key, sep, tenant = item.rpartition(":")
         if not sep or not key.strip() or not tenant.strip():
             raise ConfigError(f"GATEWAY_API_KEYS: entry {i + 1} is not a key:tenant pair")
-        out[Secret(key.strip())] = tenant.strip()
+        key, tenant = key.strip(), tenant.strip()
+        if key in where and out[Secret(key)] != tenant:
+            raise ConfigError(f"GATEWAY_API_KEYS: entry {i + 1} repeats the key of entry {where[key]} for "
+                              f"another tenant ({out[Secret(key)]!r}, then {tenant!r})")
+        where.setdefault(key, i + 1)
+        out[Secret(key)] = tenant
     return out
 
 
@@ -387,6 +394,11 @@ def load_settings(
     s.config = load_config_file(s.config_path) if s.config_path else {}
     s.providers = _providers(env, s.config)
     s.hashed_keys = hashed_keys(s.config)
+    for key, tenant in s.gateway_api_keys.items():
+        entry = s.hashed_keys.get(hashlib.sha256(key.get().encode("utf-8", "surrogateescape")).digest())
+        if entry is not None and entry.tenant != tenant:
+            raise ConfigError(f"a key in GATEWAY_API_KEYS (tenant {tenant!r}) is also a [[keys]] entry of the "
+                              f"config for tenant {entry.tenant!r}: one key, one tenant")
 
     if not is_loopback(s.host) and not s.auth_enabled and not s.allow_open:
         raise ConfigError(

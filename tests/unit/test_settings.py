@@ -73,3 +73,19 @@ def test_unused_config_table_is_refused(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_settings({"config": str(cfg)}, {})
     assert ":1: unknown key 'gateway'" in str(ei.value)
+
+
+def test_one_key_for_two_tenants_stops_the_start_up(tmp_path):
+    """A key listed twice for different tenants would bill and limit one of them silently."""
+    with pytest.raises(ConfigError, match="entry 2 repeats the key of entry 1") as e:
+        load_settings({}, {"GATEWAY_API_KEYS": "key-alpha:acme,key-alpha:beta"})
+    assert "key-alpha" not in str(e.value)
+    assert load_settings({}, {"GATEWAY_API_KEYS": "key-alpha:acme, key-alpha:acme"}).gateway_api_keys == {
+        Secret("key-alpha"): "acme"}
+    import hashlib
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[[keys]]\nsha256 = "{hashlib.sha256(b"key-alpha").hexdigest()}"\ntenant = "other"\n')
+    with pytest.raises(ConfigError, match="one key, one tenant") as e:
+        load_settings({}, {"GATEWAY_API_KEYS": "key-alpha:acme", "GATEWAY_CONFIG": str(cfg)})
+    assert "key-alpha" not in str(e.value)
+    assert load_settings({}, {"GATEWAY_API_KEYS": "key-alpha:other", "GATEWAY_CONFIG": str(cfg)}).auth_enabled
