@@ -7,7 +7,7 @@ Prompt and answer text are never in the ledger, so never in these answers.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -79,8 +79,8 @@ def parse_when(name: str, raw: str, end: bool) -> float:
     A date as ``to`` includes that whole day; a datetime ``to`` is exclusive."""
     s = raw.strip()
     try:
-        if len(s) == 10 and "T" not in s and " " not in s:
-            d = datetime.strptime(s, "%Y-%m-%d").replace(tzinfo=UTC)
+        if "T" not in s and " " not in s and ":" not in s:  # a date (also 20250601): a whole day
+            d = datetime.combine(date.fromisoformat(s), time.min, UTC)
             ts = d.timestamp() + (86400.0 if end else 0.0)
         else:
             dt = datetime.fromisoformat(s.replace("z", "Z"))

@@ -400,6 +400,9 @@ async def test_usage_and_requests_from_the_ledger(gateway, vendor_env, fake_open
     assert none["totals"]["requests"] == 0
     _, _, all_ = await get(gw, f"/v1/gateway/usage?from={today}&to={today}")  # a date `to` includes the day
     assert all_["totals"]["requests"] == 5 and all_["groups"] == []
+    basic = today.replace("-", "")  # ISO 8601's basic form is the same whole day
+    _, _, all_ = await get(gw, f"/v1/gateway/usage?from={basic}&to={basic}")
+    assert all_["totals"]["requests"] == 5
     _, _, some = await get(gw, f"/v1/gateway/usage?from={today}T00:00:00Z&to={tomorrow}T00:00:00%2B00:00")
     assert some["totals"]["requests"] == 5
 
