@@ -37,6 +37,13 @@ from .upstream import HttpTransport, make_pool
 UI_DIR = Path(__file__).parent / "ui"
 
 
+def _file_handler(path: Path) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
+    async def serve(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(path)
+
+    return serve
+
+
 def create_app(
     settings: Settings,
     *,
@@ -121,5 +128,11 @@ def create_app(
             return web.FileResponse(index)
 
         app.router.add_get("/", ui_index)
-        app.router.add_static("/ui/", UI_DIR)
+        app.router.add_get("/ui", ui_index)
+        app.router.add_get("/ui/", ui_index)
+        # One route per file, known at start-up, rather than aiohttp's static route: that
+        # one answers a folder with a 403 and a missing file with an empty 404 (no envelope).
+        for f in sorted(UI_DIR.iterdir()):
+            if f.is_file() and not f.name.startswith("."):
+                app.router.add_get(f"/ui/{f.name}", _file_handler(f))
     return app

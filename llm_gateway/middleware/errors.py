@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 
 import orjson
 from aiohttp import web
@@ -39,6 +40,11 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> errors.GatewayEr
             "(MAX_REQUEST_BYTES).")
     err = cls(exc.reason or "request failed", status=exc.status)
     err.type = "invalid_request_error" if exc.status < 500 else "server_error"
+    if cls is errors.GatewayError:  # a status of aiohttp's own (403 from a static route, 431, ...)
+        try:
+            err.code = HTTPStatus(exc.status).phrase.lower().replace(" ", "_").replace("-", "_")
+        except ValueError:
+            err.code = f"http_{exc.status}"
     return err
 
 

@@ -12,6 +12,11 @@ async def test_ui_is_served_without_a_key(gateway):
     for asset in ("/ui/app.js", "/ui/style.css"):
         async with gw.http.get(gw.url + asset) as r:
             assert r.status == 200
+    for page in ("/ui", "/ui/"):  # the UI too, not the static folder's listing (a 403)
+        async with gw.http.get(gw.url + page, allow_redirects=False) as r:
+            assert r.status == 200 and await r.text() == html
+    async with gw.http.get(gw.url + "/ui/nope.js") as r:
+        assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
     # the API it calls needs the key; the UI asks for it on 401
     async with gw.http.get(gw.url + "/api/status") as r:
         assert r.status == 401
@@ -19,3 +24,21 @@ async def test_ui_is_served_without_a_key(gateway):
         body = await r.json()
     assert body["mock_only"] is True and body["providers"]["mock"]["configured"] is True
     assert "ui-test-key" not in str(body)
+
+
+def test_aiohttp_statuses_keep_a_code_of_their_own():
+    """A status raised by aiohttp itself (a static route's 403, say) is not an 'internal_error'."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from llm_gateway.keys import SETTINGS
+    from llm_gateway.middleware.errors import _from_http
+    from llm_gateway.settings import Settings
+
+    app = web.Application()
+    app[SETTINGS] = Settings()
+    req = make_mocked_request("GET", "/ui/", app=app)
+    err = _from_http(web.HTTPForbidden(), req)
+    assert (err.status, err.type, err.code) == (403, "invalid_request_error", "forbidden")
+    err = _from_http(web.HTTPRequestHeaderFieldsTooLarge(), req)
+    assert err.code == "request_header_fields_too_large"
