@@ -8,6 +8,7 @@ unknown key stops the start-up naming the file and line.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -152,6 +153,12 @@ def _check_keys_and_tenants(p: Path, text: str, data: Mapping[str, Any]) -> None
         if "name" in tbl and (not isinstance(tbl["name"], str) or not tbl["name"].strip()):
             raise ConfigError(f"{where}: name must be a non-empty string")
         _per_minute(where, tbl)
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 a key is known by (``[[keys]] sha256``); surrogateescape: a header with
+    undecodable bytes hashes to *some* digest, never a 500."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 def hashed_keys(config: Mapping[str, Any]) -> dict[bytes, KeyEntry]:

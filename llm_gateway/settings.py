@@ -8,7 +8,6 @@ line or error message can show them.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
@@ -19,7 +18,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from .config import ConfigError, KeyEntry, hashed_keys, load_config_file
+from .config import ConfigError, KeyEntry, hashed_keys, key_digest, load_config_file
 
 __all__ = ["ConfigError", "KeyEntry", "ProviderConfig", "Secret", "Settings", "load_settings"]
 
@@ -395,7 +394,7 @@ def load_settings(
     s.providers = _providers(env, s.config)
     s.hashed_keys = hashed_keys(s.config)
     for key, tenant in s.gateway_api_keys.items():
-        entry = s.hashed_keys.get(hashlib.sha256(key.get().encode("utf-8", "surrogateescape")).digest())
+        entry = s.hashed_keys.get(key_digest(key.get()))
         if entry is not None and entry.tenant != tenant:
             raise ConfigError(f"a key in GATEWAY_API_KEYS (tenant {tenant!r}) is also a [[keys]] entry of the "
                               f"config for tenant {entry.tenant!r}: one key, one tenant")

@@ -62,14 +62,17 @@ def _part_tokens(p: dict[str, Any]) -> int:
         img = p.get("image_url")
         return IMAGE_TOKENS_LOW if isinstance(img, dict) and img.get("detail") == "low" else IMAGE_TOKENS
     if kind == "input_audio":
-        data = (p.get("input_audio") or {}).get("data") if isinstance(p.get("input_audio"), dict) else None
-        return (len(data) * 3 // 4) // AUDIO_BYTES_PER_TOKEN + 1 if isinstance(data, str) else 0
-    if kind == "file":
-        data = (p.get("file") or {}).get("file_data") if isinstance(p.get("file"), dict) else None
-        return (len(data) * 3 // 4) // FILE_BYTES_PER_TOKEN + 1 if isinstance(data, str) else IMAGE_TOKENS
+        return _base64_tokens(p.get("input_audio"), "data", AUDIO_BYTES_PER_TOKEN, 0)
+    if kind == "file":  # by reference (file_id): a page image's worth
+        return _base64_tokens(p.get("file"), "file_data", FILE_BYTES_PER_TOKEN, IMAGE_TOKENS)
     if kind == "refusal" and isinstance(p.get("refusal"), str):
         return estimate_tokens(p["refusal"])
     return 0
+
+
+def _base64_tokens(obj: Any, field: str, bytes_per_token: int, otherwise: int) -> int:
+    data = obj.get(field) if isinstance(obj, dict) else None
+    return (len(data) * 3 // 4) // bytes_per_token + 1 if isinstance(data, str) else otherwise
 
 
 def estimate_prompt_tokens(messages: list[Any]) -> int:
@@ -99,13 +102,6 @@ def _json_tokens(text: str) -> int:
     return estimate_tokens(text)
 
 
-def _as_text(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        return str(value)
-
-
 def estimate_request_tokens(body: dict[str, Any]) -> int:
     """All the prompt a chat request sends: its messages, plus the tool definitions and
     the response schema the vendor also reads as input (budgets and token limits must
@@ -113,8 +109,8 @@ def estimate_request_tokens(body: dict[str, Any]) -> int:
     total = estimate_prompt_tokens(body.get("messages") or [])
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
-        total += PER_TOOL * len(tools) + _json_tokens(_as_text(tools))
+        total += PER_TOOL * len(tools) + _json_tokens(orjson.dumps(tools).decode())
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        total += _json_tokens(_as_text(fmt.get("json_schema")))
+        total += _json_tokens(orjson.dumps(fmt.get("json_schema")).decode())
     return total

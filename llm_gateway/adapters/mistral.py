@@ -24,7 +24,7 @@ the behaviour documented for its strict request validation:
   after a ``tool`` result is refused ("Unexpected role 'user' after role 'tool'"), and an
   assistant message needs content or tool calls. Both shapes are common in agent
   histories (the user spoke before the model answered the tool results; an empty turn
-  replayed), so such a turn is sent as an assistant message saying ``BRIDGE`` — what
+  replayed), so such a turn is sent as an assistant message saying ``OK.`` (``BRIDGE``), what
   Zed, avante.nvim and others do for Mistral. The last message must be ``user``,
   ``tool`` or an assistant with ``prefix: true``: anything else is a 400 before the call.
 * A function tool without ``parameters`` (optional in OpenAI's schema, required in

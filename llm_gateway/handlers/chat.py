@@ -60,6 +60,14 @@ def log_route(resolver: Resolver, ctx: RequestContext, model: str, task_type: st
                     chosen=targets[0].key, targets=[t.key for t in targets], **why)
 
 
+async def take_tenant(request: web.Request, ctx: RequestContext, tenant: str | None) -> None:
+    """The tenant a body names (``budget.body_tenant``); without keys the rate-limit
+    middleware left the admission to the handler, which knows the tenant only now."""
+    body_tenant(request, ctx, tenant)
+    if not request.app[SETTINGS].auth_enabled:
+        await admit_tenant(request, tenant_of(ctx))
+
+
 def last_user_text(body: dict[str, Any]) -> str:
     for m in reversed(body.get("messages") or []):
         if isinstance(m, dict) and m.get("role") == "user":
@@ -92,9 +100,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     cr = parse_chat(await request.read())
     ctx.model_asked, ctx.task_type, ctx.stream = cr.model, cr.task_type, cr.stream
     ctx.endpoint = "/v1/chat/completions"  # recorded in the spend ledger when it ends
-    body_tenant(request, ctx, cr.tenant)
-    if not app[SETTINGS].auth_enabled:  # the middleware left the admission to us
-        await admit_tenant(request, tenant_of(ctx))
+    await take_tenant(request, ctx, cr.tenant)
     log_request(request, ctx, lambda: last_user_text(cr.body))
     targets = app[RESOLVER].targets(cr.model, cr.task_type, cr.fallbacks)
     log_route(app[RESOLVER], ctx, cr.model, cr.task_type, targets)

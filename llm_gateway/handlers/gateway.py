@@ -28,13 +28,13 @@ import orjson
 from aiohttp import web
 
 from .. import errors
-from ..budget import admit, body_tenant, tenant_of, worst_case
+from ..budget import admit, worst_case
 from ..cache import ResponseCache
 from ..catalog import TASK_TYPES
 from ..context import RequestContext
 from ..cost import MILLION, fmt_usd, output_cap, token_buckets, usd_number
-from ..keys import CACHE, CATALOG, CTX, RESOLVER, ROUTER, SETTINGS
-from ..limits import admit_tenant, reserve_chat
+from ..keys import CACHE, CATALOG, CTX, RESOLVER, ROUTER
+from ..limits import reserve_chat
 from ..logging import request_id_var
 from ..middleware.request_id import usable_request_id
 from ..routing.resolve import Target
@@ -42,7 +42,7 @@ from ..settings import PROVIDER_ALIASES
 from ..tokens import estimate_prompt_tokens
 from ..validation import parse_json
 from ..usage import settle_usage
-from .chat import answer_text, gateway_headers, log_answer, log_request, log_route
+from .chat import answer_text, gateway_headers, log_answer, log_request, log_route, take_tenant
 from .usage import recent_requests, usage
 
 _Q10 = Decimal("0.0000000001")
@@ -138,10 +138,6 @@ def _request_id(ctx: RequestContext, body: dict[str, Any]) -> None:
                                 param="request_id", code="invalid_value")
     ctx.request_id = rid
     request_id_var.set(rid)  # the request-id middleware resets it when the request ends
-
-
-def _tenant(request: web.Request, ctx: RequestContext, body: dict[str, Any]) -> None:
-    body_tenant(request, ctx, _str(body, "tenant"))
 
 
 # ------------------------------------------------------------------ models
@@ -281,9 +277,7 @@ async def gateway_query(request: web.Request) -> web.Response:
     max_cost = _usd(b, "max_cost_usd")
     dry_run = _bool(b, "dry_run")
     max_tokens = _int(b, "max_tokens", 1)
-    _tenant(request, ctx, b)
-    if not request.app[SETTINGS].auth_enabled:  # the middleware left the admission to us
-        await admit_tenant(request, tenant_of(ctx))
+    await take_tenant(request, ctx, _str(b, "tenant"))
     ctx.model_asked = model
     log_request(request, ctx, query)
     if not dry_run:  # a dry run spends nothing and leaves no ledger row

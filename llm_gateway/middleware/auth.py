@@ -22,28 +22,23 @@ logged or echoed in an error.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 
 from aiohttp import web
 
 from .. import errors
+from ..config import key_digest
 from ..keys import CTX
 from ..settings import KeyEntry, Secret, Settings
 
 _PROTECTED = ("/v1/", "/api/")
 
 
-def _digest(key: str) -> bytes:
-    # surrogateescape: a header with undecodable bytes hashes to *some* digest, never a 500
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
-
-
 def key_digests(keys: Mapping[Secret, str]) -> dict[bytes, KeyEntry]:
     """GATEWAY_API_KEYS pairs as digest -> KeyEntry (id: the digest's first 16 hex digits)."""
     out = {}
     for k, tenant in keys.items():
-        d = _digest(k.get())
+        d = key_digest(k.get())
         out[d] = KeyEntry(tenant, d.hex()[:16])
     return out
 
@@ -82,7 +77,7 @@ def make_auth_middleware(digests: dict[bytes, KeyEntry]) -> web.Middleware:
                 raise errors.AuthenticationError(
                     "Missing gateway API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
                     code="missing_api_key")
-            entry = digests.get(_digest(key))
+            entry = digests.get(key_digest(key))
             if entry is None:
                 raise errors.AuthenticationError("Invalid gateway API key.", code="invalid_api_key")
             ctx = request[CTX]
