@@ -33,7 +33,8 @@ class RequestContext:
     priced: bool = True
     error_type: str | None = None
     #: a stream that ended with an SSE error event: the status its error carries (the
-    #: HTTP status was 200 already); the ledger records this one, so it counts as an error
+    #: HTTP status was 200 already); the response log line, the metrics and the ledger
+    #: record this one, so it counts as an error everywhere
     outcome_status: int | None = None
     request_logged: bool = False
     logs_response: bool = True

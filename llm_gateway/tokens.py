@@ -28,13 +28,45 @@ def warm_up() -> None:
     _encoding()
 
 
+#: the longest piece encoded at once: bpe-openai refuses a text of 1,000,000 characters or
+#: one that yields over 200,000 tokens, and a character is at most 4 byte-level tokens
+PIECE = 40_000
+
+
 def estimate_tokens(text: str) -> int:
+    """The tokens of ``text``, for any length and any content; never raises.
+
+    Special-token text (``<|endoftext|>``) is counted as the plain text a vendor reads,
+    and a long text is encoded in pieces cut at a space, where a split changes nothing."""
     if not text:
         return 0
     enc = _encoding()
     if enc is None:  # pragma: no cover
-        return max(1, math.ceil(len(text) / 4))
-    return len(enc.encode(text))
+        return _rough(text)
+    n = len(text)
+    if n <= PIECE:
+        return _count(enc, text)
+    total = start = 0
+    while start < n:
+        end = min(start + PIECE, n)
+        if end < n:
+            cut = text.rfind(" ", start + PIECE // 2, end)
+            if cut > start:
+                end = cut
+        total += _count(enc, text[start:end])
+        start = end
+    return total
+
+
+def _count(enc: Any, piece: str) -> int:
+    try:
+        return len(enc.encode_ordinary(piece))
+    except Exception:  # pragma: no cover - an estimate must never fail a request
+        return _rough(piece)
+
+
+def _rough(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
 
 
 #: tokens OpenAI adds per chat message and per reply (the chat-format framing)

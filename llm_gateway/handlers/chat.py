@@ -160,15 +160,10 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
         raise
     try:
         await live.pump(_Client(resp, recorder))
+        usage = settle_stream(ctx, cr.body, live)
     except errors.GatewayError as e:
         # After the first byte nothing is retried: end with an error event, no [DONE].
-        ctx.error_type = e.error_type
-        ctx.outcome_status = e.status
-        settle_stream(ctx, cr.body, live)
-        if flight is not None:
-            request.app[CACHE].fail(flight, e)  # never stored; waiters get the error too
-        await resp.write_eof(scrub_bytes(frame_error(e.envelope(ctx.request_id)), request))
-        return resp
+        return await _end_with_error(request, ctx, cr, live, flight, resp, e)
     except asyncio.CancelledError:
         if not request.app[LIFECYCLE]["stopping"]:
             _client_left(ctx, cr, live, t)
@@ -188,7 +183,15 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     except (ConnectionResetError, ConnectionError):
         _client_left(ctx, cr, live, t)
         raise
-    usage = settle_stream(ctx, cr.body, live)
+    except Exception:
+        # A fault of ours after the first byte: the status line is gone, so the client is
+        # told the way SPEC 7 ends an unfinished answer (the SSE error event), never with a
+        # second HTTP response written into the body.
+        log.exception("unhandled error in a stream", extra={"event": "error", "error_type": "internal_error",
+                                                          "status": 500})
+        e = errors.InternalError("The gateway hit an internal error after the answer had started; it has been "
+                                 "logged with this request id. Send the request again.")
+        return await _end_with_error(request, ctx, cr, live, flight, resp, e)
     if flight is not None and recorder is not None:
         # Stored before the last bytes go out: a client leaving now cannot lose a complete answer.
         answer = recorder.response(usage, t.model)
@@ -203,6 +206,25 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     # and one that drains to the end (the openai SDK) does not wait for a second packet.
     await resp.write_eof(tail)
     log_answer(ctx, live.delivered_text())
+    return resp
+
+
+async def _end_with_error(request: web.Request, ctx: RequestContext, cr: ChatRequest, live: Any,
+                          flight: Flight | None, resp: SSEResponse, e: errors.GatewayError) -> SSEResponse:
+    """A stream that cannot be finished: billed for what it used, never cached, ended
+    with the SSE error event and no ``[DONE]``."""
+    ctx.error_type = e.error_type
+    ctx.outcome_status = e.status
+    try:
+        settle_stream(ctx, cr.body, live)
+    except Exception:  # the error event still goes out; the fault is in the log
+        log.exception("settling a failed stream failed", extra={"event": "error", "error_type": "internal_error"})
+    if flight is not None:
+        request.app[CACHE].fail(flight, e)  # never stored; waiters get the error too
+    try:
+        await resp.write_eof(scrub_bytes(frame_error(e.envelope(ctx.request_id)), request))
+    except ConnectionError:  # the client left too: nobody is left to tell
+        pass
     return resp
 
 

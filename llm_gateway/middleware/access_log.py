@@ -43,6 +43,9 @@ async def access_log_middleware(request: web.Request, handler: web.Handler) -> w
 
 
 def _finished(request: web.Request, ctx: RequestContext, status: int, quiet: bool, metrics: Metrics | None) -> None:
+    # A stream that ended with an SSE error event (or was cut by a shutdown) went out as a
+    # 200; the log line, the metrics and the ledger all count it by the error it carried.
+    status = ctx.outcome_status or status
     level = logging.DEBUG if quiet else logging.INFO
     try:
         if not ctx.request_logged:

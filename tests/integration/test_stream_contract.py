@@ -360,3 +360,55 @@ async def test_a_request_cut_by_shutdown_gets_a_503_envelope(vendor_env, fake_op
     await closing
     assert r.status == 503 and "shutting down" in body["error"]["message"] and r.headers["Retry-After"] == "1", body
     assert body["error"]["request_id"] == r.headers["X-Request-ID"]
+
+
+async def test_a_huge_prompt_streams_with_estimated_usage(gateway, vendor_env, fake_openai):
+    """A 1.2-million-character prompt to a server that counts no usage: the estimate
+    covers it (the tokenizer refuses such a text whole), the stream ends with [DONE]."""
+    gw = await gateway(vendor_env)
+    fake_openai.inject(Fault(usage=False))
+    huge = [{"role": "user", "content": "lorem ipsum " * 100_000}]
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": huge, **STREAM,
+                                     "stream_options": {"include_usage": True}})
+    assert status == 200 and sse_events(raw)[-1] == (None, "[DONE]"), raw[-300:]
+    usage = chunks(raw)[-1]["usage"]
+    assert usage["prompt_tokens"] >= 200_000
+    async with gw.http.post(gw.url + "/v1/gateway/cost-estimate",
+                            json={"query": "x" * 1_100_000, "model": "gpt-4o-mini"}) as r:
+        assert r.status == 200 and (await r.json())["input_tokens"] > 100_000
+
+
+async def test_a_fault_of_ours_mid_stream_ends_with_an_error_event(gateway, vendor_env, fake_openai, monkeypatch):
+    """Whatever goes wrong after the first byte, the client gets the SSE error event, not
+    a second HTTP response inside the body; the log line, the metrics and the ledger all
+    count the request by that error."""
+    from llm_gateway.handlers import chat as chat_handler
+
+    from tests.integration.test_metrics import scrape, value
+
+    gw = await gateway({**vendor_env, "LOG_LEVEL": "info"})
+
+    def broken(*a, **kw):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(chat_handler, "settle_stream", broken)
+    status, headers, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    assert status == 200 and b"HTTP/1.1" not in raw
+    events = sse_events(raw)
+    assert events[-1][0] == "error" and all(d != "[DONE]" for _, d in events)
+    err = orjson.loads(events[-1][1])["error"]
+    assert err["code"] == "internal_error" and err["request_id"] == headers["X-Request-ID"]
+    assert "a bug" not in raw.decode()
+    monkeypatch.undo()
+    fake_openai.text = "one two three four"
+    fake_openai.inject(*[Fault(cut_after=3) for _ in range(10)])  # every stream breaks: 502 after the first byte
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    assert status == 200 and sse_events(raw)[-1][0] == "error"
+    statuses = [e["status"] for e in gw.events("response")]
+    async with gw.http.get(gw.url + "/v1/gateway/requests") as r:
+        rows = (await r.json())["data"]
+    assert sorted(statuses) == sorted(d["status"] for d in rows) and 500 in statuses, (statuses, rows)
+    assert 200 not in statuses
+    m = await scrape(gw)
+    for s in statuses:
+        assert value(m, "llm_gateway_requests_total", route="/v1/chat/completions", status=str(s)) == 1

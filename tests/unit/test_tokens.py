@@ -35,3 +35,17 @@ def test_attachments_count() -> None:
     assert with_part({"type": "file", "file": {"file_data": pdf}}) - text_only >= 20_000
     wav = base64.b64encode(b"\0" * 160_000).decode()  # ~10 s of compressed speech
     assert 100 <= with_part({"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}}) - text_only < 1000
+
+
+def test_any_text_is_counted_never_refused() -> None:
+    # bpe-openai refuses a text of 1,000,000 characters, one of over 200,000 tokens and
+    # special-token text; an estimate must count all of them (a refusal was a 500, and
+    # inside a stream a second HTTP response written into the body)
+    assert estimate_tokens("a b " * 250_000) == 500_001  # 1,000,000 chars: "a" " b" " a" ... " "
+    assert estimate_tokens("x" * 1_200_000) > 100_000
+    cjk = "漢字と😀" * 300_000  # up to 4 byte-level tokens per character
+    assert estimate_tokens(cjk) >= len(cjk) // 2
+    assert estimate_tokens("hello <|endoftext|> there") > estimate_tokens("hello  there")
+    # cut at spaces, a long text counts as its pieces would together
+    prose = "The quick brown fox jumps over the lazy dog. " * 30_000
+    assert estimate_tokens(prose) == 30_000 * estimate_tokens("The quick brown fox jumps over the lazy dog.") + 1
