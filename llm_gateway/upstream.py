@@ -19,8 +19,9 @@ The pool keeps idle keep-alive connections per origin (scheme, host, port) for
 ``KEEPALIVE_S``, caps the total at ``Settings.upstream_connection_limit`` (waiters are served in
 order), connects within ``Settings.connect_timeout`` (TLS with the system's default context and
 SNI), and never reuses a connection whose answer was not read to its end, that asked to
-be closed, or that broke. A request is never resent by the pool on its own: after its
-bytes are written, a failure is the router's to retry (it knows the vendor's rules).
+be closed, or that broke. A request is resent by the pool only when a reused connection
+ends before a byte of its answer (the server closed it while idle, see ``_exchange``);
+any other failure is the router's to retry (it knows the vendor's rules).
 
 A streamed answer can also be read in *push mode* (``HttpStream.push``): each body piece
 is handed to a callback as the parser produces it, inside ``data_received``, instead of
@@ -84,10 +85,20 @@ class _Handler(ResponseHandler):
     #: parsed, ``push_wake`` is told of the body's end or failure
     push_data: Callable[[bytes], None] | None = None
     push_wake: Callable[[], None] | None = None
+    #: taken from the idle pool, not connected for this request
+    reused = False
+
+    #: a byte of the current answer has arrived (a reused connection that fails before one
+    #: did was closed by the server while idle: the request is resent, see ``_exchange``)
+    got_data = False
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         if self._reading_paused or self._buffer_paused:
             super().resume_reading(resume_parser)
+
+    def data_received(self, data: bytes) -> None:
+        self.got_data = True
+        ResponseHandler.data_received(self, data)
 
 
 class _PushReader(StreamReader):
@@ -209,13 +220,15 @@ class UpstreamPool:
         return self._tls
 
     # ------------------------------------------------------------------ connections
-    async def acquire(self, origin: _Origin) -> _Handler:
-        """A connection to ``origin``: the most recently idle one, else a new one."""
+    async def acquire(self, origin: _Origin, fresh: bool = False) -> _Handler:
+        """A connection to ``origin``: the most recently idle one, else (or when ``fresh``)
+        a new one; ``proto.reused`` tells which."""
         if self._closed:
             raise errors.UpstreamUnavailable("the gateway is shutting down")
         while True:
-            proto = self._take_idle(origin)
+            proto = None if fresh else self._take_idle(origin)
             if proto is not None:
+                proto.reused = True
                 return proto
             if not self.limit or self._open < self.limit:
                 self._open += 1
@@ -455,17 +468,35 @@ class _Exchange:
 
 
 async def _exchange(pool: UpstreamPool, req: UpstreamRequest) -> tuple[_Exchange, Any]:
-    """Write the request and wait for the response head: (exchange, RawResponseMessage)."""
+    """Write the request and wait for the response head: (exchange, RawResponseMessage).
+
+    A server may close an idle keep-alive connection just as a request is written to it
+    (its idle timeout, a deploy): the connection then ends before a byte of an answer.
+    Such a request was never read, so it is sent again at once on a new connection, as Go's
+    and urllib3's clients do; that is not a failed attempt (no backoff, no retry counted,
+    no cool-down). Any other failure is the router's to judge."""
     origin, path = pool.target(req.url)
     head = _request_bytes(req, origin, path)
-    proto = await pool.acquire(origin)
+    try:
+        return await _send_on(pool, origin, await pool.acquire(origin), head, req.body)
+    except _Stale:
+        return await _send_on(pool, origin, await pool.acquire(origin, fresh=True), head, req.body)
+
+
+class _Stale(aiohttp.ServerDisconnectedError):
+    """A reused connection ended before a byte of the answer (never leaves ``_exchange``:
+    the second try is on a new connection)."""
+
+
+async def _send_on(pool: UpstreamPool, origin: _Origin, proto: _Handler, head: bytes,
+                   body: bytes) -> tuple[_Exchange, Any]:
     ex = _Exchange(pool, origin, proto)
+    proto.got_data = False
     try:
         proto.set_response_params(read_until_eof=True, auto_decompress=True, read_bufsize=_READ_BUFSIZE)
         transport = proto.transport
         if transport is None:
             raise aiohttp.ServerDisconnectedError()
-        body = req.body
         if len(body) <= 65536:
             transport.write(head + body)  # one system call for the common small request
         else:
@@ -477,6 +508,11 @@ async def _exchange(pool: UpstreamPool, req: UpstreamRequest) -> tuple[_Exchange
             # 1xx informational answers precede the real one (ClientResponse.start does the same)
         ex.payload = payload
         return ex, message
+    except _STALE as e:
+        ex.finish()
+        if proto.reused and not proto.got_data:
+            raise _Stale() from e
+        raise
     except BaseException:
         ex.finish()
         raise
@@ -665,6 +701,8 @@ class HttpTransport:
 _BROKEN = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, aiohttp.ClientResponseError,
            HttpProcessingError)
 _FAILURES = (TimeoutError, *_BROKEN, OSError)
+#: how a connection the server closed while idle fails: a clean close (FIN) or a reset
+_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 def _failure(e: BaseException, timeout_message: str) -> errors.GatewayError:

@@ -450,3 +450,21 @@ async def test_failed_proxy_response_still_reports_attempts_and_overhead(gateway
     status, h, _ = await post(gw, {"model": "gpt-4o-mini", "messages": HI})
     assert status == 502
     assert h["X-Gateway-Attempts"] == "2" and float(h["X-Gateway-Overhead-Ms"]) >= 0
+
+
+async def test_a_vendor_closing_an_idle_connection_costs_no_attempt(gateway, vendor_env, fake_openai):
+    """The vendor drops the pooled keep-alive connection as the next request is written
+    on it: the request goes again at once on a new connection, with no backoff, no
+    retry counted and no cool-down."""
+    gw = await gateway({**vendor_env, "LOG_LEVEL": "info"})
+    for refuse in (False, True):
+        if refuse:
+            fake_openai.inject(Fault(refuse_connection=True))
+        status, headers, raw = await post(gw, {"model": "gpt-4o-mini", "messages": [{"role": "user",
+                                                                                   "content": f"q {refuse}"}]})
+        assert status == 200 and headers["X-Gateway-Attempts"] == "1", raw
+    fake_openai.inject(Fault(refuse_connection=True))
+    status, _, raw = await post(gw, {"model": "gpt-4o-mini", "messages": HI, **STREAM})
+    assert status == 200 and sse_events(raw)[-1] == (None, "[DONE]")
+    assert gw.sleeps == [] and gw.events("attempt") == [] and gw.events("error") == []
+    assert len(fake_openai.requests) == 5  # three answers, each refused one sent again once

@@ -176,6 +176,54 @@ async def test_server_closing_an_idle_connection_gets_a_fresh_one(serve, pool) -
     assert s.connections == 2 and pool.open_connections == 1
 
 
+def second_on_a_connection(then: bytes) -> Reply:
+    """The first request on each connection is answered; the second gets ``then`` and
+    the connection closes: a server closing an idle keep-alive connection just as a
+    request is written to it (its idle timeout, a deploy)."""
+    seen: dict[int, int] = {}
+
+    async def reply(_req: bytes, w: asyncio.StreamWriter) -> bool:
+        n = seen[id(w)] = seen.get(id(w), 0) + 1
+        if n == 1:
+            w.write(ok())
+            await w.drain()
+            return True
+        if then:
+            w.write(then)
+            await w.drain()
+        return False
+    return reply
+
+
+async def test_a_request_on_a_connection_closed_while_idle_is_sent_again_at_once(serve, pool) -> None:
+    s = await serve(second_on_a_connection(b""))
+    t = HttpTransport(pool)
+    await t.send(req(s.port), 5)
+    r = await t.send(req(s.port, body=b'{"n":2}'), 5)  # closed under it: sent again on a new connection
+    assert r.status == 200 and s.connections == 2
+    assert [q.endswith(b'{"n":2}') for q in s.requests] == [False, True, True]
+    assert pool.open_connections == 1
+
+
+async def test_only_a_reused_connection_ending_before_any_byte_is_resent(serve, pool) -> None:
+    t = HttpTransport(pool)
+    fresh = await serve(answer(b"", keep=False))  # a new connection closed without an answer
+    with pytest.raises(errors.UpstreamUnavailable):
+        await t.send(req(fresh.port), 5)
+    assert len(fresh.requests) == 1  # the router's to retry, with its rules
+    partial = await serve(second_on_a_connection(b"HTTP/1.1 200 OK\r\nContent-Le"))  # the answer had begun
+    await t.send(req(partial.port), 5)
+    with pytest.raises(errors.UpstreamUnavailable):
+        await t.send(req(partial.port), 5)
+    assert len(partial.requests) == 2
+    both = await serve(second_on_a_connection(b""))
+    await t.send(req(both.port), 5)
+    both.reply = answer(b"", keep=False)  # and the new connection fails too: resent once, no more
+    with pytest.raises(errors.UpstreamUnavailable):
+        await t.send(req(both.port), 5)
+    assert len(both.requests) == 3 and pool.open_connections == 0
+
+
 async def test_idle_connections_expire_after_the_keepalive_time(serve) -> None:
     now = [100.0]
     pool = UpstreamPool(limit=10, connect_timeout=5, keepalive=15.0, clock=lambda: now[0])
