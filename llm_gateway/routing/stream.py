@@ -110,6 +110,13 @@ class LiveStream:
         self._woken: asyncio.Future[None] | None = None
         self._push_error: Exception | None = None
         self._idle = 0.0
+        #: STREAM_IDLE_TIMEOUT is time spent waiting on the upstream since its last event:
+        #: keep-alives (SSE comments, blank lines, Anthropic's ``ping``) are not progress,
+        #: and time spent writing to a slow client is not the upstream's idleness
+        self._spent = 0.0  # waited since the last event, over the reads and pushes so far
+        self._progress = False  # set by ``_take`` when a piece held an event
+        self._base = 0.0  # while pushing: ``_spent`` before ``_mark``
+        self._mark = 0.0  # while pushing: when the current quiet time began
         self.recovered = 0
         self._loop = asyncio.get_running_loop()
         self._deadline = 0.0
@@ -141,9 +148,12 @@ class LiveStream:
         seg = self.seg
         raw = seg.parser.single(data)
         if raw is not None:
+            self._progress = True
             self._event(raw, seg.translator.feed_data)
         else:
             for ev in seg.parser.feed(data):
+                if ev.event != "ping":
+                    self._progress = True
                 self._event(ev, seg.translator.feed)
 
     def _event(self, ev: Any, feed: Any) -> None:
@@ -235,6 +245,7 @@ class LiveStream:
     async def _read(self, timeout: float, first: bool = False) -> bool:
         """Read one network piece into ``pending``. False at the end of the body."""
         seg = self.seg
+        t0 = self._loop.time()
         data = await self._watched(self._next(), timeout, first)
         if not data:
             for ev in seg.parser.close():
@@ -243,31 +254,36 @@ class LiveStream:
             self.pending.extend(self._splice(tail) if seg.continuation else tail)
             seg.ended = True
             return False
+        self._progress = False
         self._take(data)
+        self._spent = 0.0 if self._progress else self._spent + (self._loop.time() - t0)
         return True
 
     # ------------------------------------------------------------------ push mode
-    async def _pushed(self, client: ClientWriter, timeout: float) -> bool:
+    async def _pushed(self, client: ClientWriter, timeout: float, window: float) -> bool:
         """Let the upstream connection hand chunks straight to the client (``_on_data``,
         called inside the upstream protocol's ``data_received``) until the stream ends,
         fails, stalls or the client's buffer fills up. False: push mode was not possible
-        now (pieces are waiting, or the stream cannot push): ``_read`` instead."""
+        now (pieces are waiting, or the stream cannot push): ``_read`` instead.
+        ``timeout``: what is left of the idle ``window``, which each upstream event restarts."""
         push = self._push
         if push is None or not client.nowait:
             return False
         fut = self._loop.create_future()
         self._client, self._woken = client, fut
         self._write_event = getattr(client, "write_event_nowait", None)
-        self._idle = timeout
+        self._idle = window
         self._push_error = None  # one a timeout overtook belonged to the segment that failed
         if not push(self._on_data, self._wake):
             self._client = self._woken = self._write_event = None
             return False
+        self._base, self._mark = self._spent, self._loop.time()
         try:
             await self._watched(fut, timeout, False)
         finally:
             self._client = self._woken = self._write_event = None
             self.seg.up.unpush()  # type: ignore[attr-defined]
+            self._spent = self._base + (self._loop.time() - self._mark)
         err = self._push_error
         if err is not None:
             self._push_error = None
@@ -279,20 +295,25 @@ class LiveStream:
         now. Never raises (it runs inside the upstream protocol): a failure is kept for
         the waiting task, which handles it as ``_read`` would have."""
         try:
-            self._deadline = self._loop.time() + self._idle
             seg = self.seg
             tr = seg.translator
             raw = seg.parser.single(data)
             if raw is not None and not seg.continuation and not tr.done:
                 # The common piece, one event of a segment that is not a continuation:
                 # ``_take`` and ``_event`` inlined (this runs per streamed chunk).
+                self._mark = now = self._loop.time()
+                self._deadline, self._base = now + self._idle, 0.0
                 try:
                     out = tr.feed_data(raw)
                 except ValueError as e:
                     self._malformed(e)
                     out = ()
             else:
+                self._progress = False
                 self._take(data)
+                if self._progress:  # an event, not a keep-alive: the idle time starts again
+                    self._mark = now = self._loop.time()
+                    self._deadline, self._base = now + self._idle, 0.0
                 out, self.pending = self.pending, []
             if out:
                 write_event = self._write_event
@@ -361,6 +382,7 @@ class LiveStream:
         on another target when one breaks. Between the task's reads the upstream
         connection writes chunks to the client itself (push mode) while it can."""
         idle = self.router.settings.stream_idle_timeout
+        self._spent = 0.0
         try:
             while True:
                 try:
@@ -374,14 +396,18 @@ class LiveStream:
                         self._check_complete()
                         break
                     wait = END_GRACE if tr.finish_reason is not None and tr.answer_complete(self._n()) else idle
-                    if not await self._pushed(client, min(idle, wait)):
-                        await self._read(min(idle, wait))
+                    left = min(idle, wait) - self._spent
+                    if left <= 0:  # only keep-alives since the last event, for the whole limit
+                        raise errors.UpstreamTimeout(f"the stream stalled for {idle:g} s")
+                    if not await self._pushed(client, left, min(idle, wait)):
+                        await self._read(left)
                 except errors.GatewayError as e:
                     if self._finished():
                         self._finalise(e)
                         break
                     self._failed(e)
                     await self._recover(e)
+                    self._spent = 0.0  # a new segment, its first content just in
             self.router.health.success(self.seg.target.key, (time.perf_counter() - self.seg.started) * 1000.0)
         finally:
             self.close()

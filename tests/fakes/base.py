@@ -40,6 +40,9 @@ class Fault:
     text: str | None = None  # answer with this text instead of the default
     usage: bool = True  # include usage numbers in the answer (vendors that may omit it)
     refuse_connection: bool = False  # close the socket without an HTTP answer
+    ping_after: int | None = None  # stream: after N events only keep-alives, every ``ping_every`` s
+    ping: bytes = b": keep-alive\n\n"  # the vendor's keep-alive (a comment; Anthropic: event: ping)
+    ping_every: float = 0.02
 
 
 @dataclass
@@ -157,6 +160,10 @@ class FakeVendor:
                     return resp
                 if fault.stall_after is not None and i >= fault.stall_after:
                     await asyncio.Event().wait()
+                if fault.ping_after is not None and i >= fault.ping_after:
+                    while True:  # alive, by its keep-alives, but the answer never goes on
+                        await resp.write(fault.ping)
+                        await asyncio.sleep(fault.ping_every)
                 if fault.hold_after is not None and i == fault.hold_after:
                     assert fault.hold is not None
                     await fault.hold.wait()

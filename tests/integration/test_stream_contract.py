@@ -412,3 +412,36 @@ async def test_a_fault_of_ours_mid_stream_ends_with_an_error_event(gateway, vend
     m = await scrape(gw)
     for s in statuses:
         assert value(m, "llm_gateway_requests_total", route="/v1/chat/completions", status=str(s)) == 1
+
+
+ANTHROPIC_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+
+
+@pytest.mark.parametrize("mode", ["push", "pull"])
+@pytest.mark.parametrize("vendor,model,ping,after", [
+    ("openai", "gpt-4o-mini", b": keep-alive\n\n", 3),  # role, "one ", "two "
+    ("anthropic", "claude-3-5-haiku-latest", ANTHROPIC_PING, 4),  # message_start, block start, ping, "one "
+    ("gemini", "gemini-2.0-flash", b"\r\n", 2),
+], ids=["openai-comment", "anthropic-ping", "gemini-blank-line"])
+async def test_keep_alives_do_not_hold_a_stalled_stream(gateway, vendor_env, fake_openai, fake_anthropic,
+                                                        fake_gemini, monkeypatch, mode, vendor, model, ping, after):
+    """A vendor that keeps the connection alive with pings but sends no more of the
+    answer is stalled: STREAM_IDLE_TIMEOUT is time without an event, keep-alives aside."""
+    import asyncio
+    import time
+
+    from llm_gateway.upstream import HttpStream
+
+    if mode == "pull":
+        monkeypatch.setattr(HttpStream, "push", lambda *a: False)
+    fake = {"openai": fake_openai, "anthropic": fake_anthropic, "gemini": fake_gemini}[vendor]
+    gw = await gateway({**vendor_env, "STREAM_IDLE_TIMEOUT": "0.3"})
+    fake.text = "one two three four"
+    fake.inject(*[Fault(ping_after=after, ping=ping) for _ in range(3)])
+    t0 = time.monotonic()
+    async with asyncio.timeout(10):  # before the fix: held for as long as the pings went on
+        status, _, raw = await post(gw, {"model": model, "messages": HI, **STREAM})
+    assert status == 200 and time.monotonic() - t0 < 5
+    events = sse_events(raw)
+    assert events[-1][0] == "error" and "stalled" in orjson.loads(events[-1][1])["error"]["message"], events[-1]
+    assert gw.events("error")[0]["error_type"] == "upstream_timeout"
