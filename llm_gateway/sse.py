@@ -12,6 +12,7 @@ instructions (callgrind), on a path that runs for every streamed chunk.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +150,11 @@ def frame_error(envelope: dict[str, Any]) -> bytes:
     return b"event: error\ndata: " + orjson.dumps(envelope) + b"\n\n"
 
 
+#: a client that reads nothing of its stream for this long while the gateway has more to
+#: send is gone (nginx's ``send_timeout`` default): its connection is closed, and the
+#: upstream request with it, instead of holding both for as long as the client lingers
+CLIENT_SEND_TIMEOUT = 60.0
+
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -173,12 +179,12 @@ class SSEResponse(web.StreamResponse):
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._direct is None:
-            await super().write(data)
+            await super().write(data)  # the first: nothing is queued before it
             self._direct = self._direct_writer()
             if self._direct is not None:
                 self._transport = self._direct.transport
         elif not self.write_nowait(data):
-            await self._direct.drain()  # the client reads slower than we write: wait for it
+            await self._client_reads(self._direct.drain())  # the client reads slower than we write
 
     @property
     def nowait(self) -> bool:
@@ -215,10 +221,28 @@ class SSEResponse(web.StreamResponse):
         if transport is not None and not transport.is_closing():
             transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(tail), tail))
 
+    async def write_eof(self, data: bytes = b"") -> None:
+        if self._payload_writer is None or self._eof_sent:
+            await super().write_eof(data)
+        else:
+            await self._client_reads(super().write_eof(data))
+
     async def drain(self) -> None:
         w = self._direct
         if w is not None and w._protocol._paused:
-            await w.drain()
+            await self._client_reads(w.drain())
+
+    async def _client_reads(self, aw: Any) -> None:
+        """Wait for the client to take what was written, ``CLIENT_SEND_TIMEOUT`` at most."""
+        try:
+            async with asyncio.timeout(CLIENT_SEND_TIMEOUT):
+                await aw
+        except TimeoutError:
+            w = self._payload_writer
+            transport = self._transport or (w.transport if w is not None else None)
+            if transport is not None:
+                transport.abort()
+            raise ConnectionResetError(f"the client read nothing for {CLIENT_SEND_TIMEOUT:g} s") from None
 
     def _direct_writer(self) -> Any:
         w = getattr(self, "_payload_writer", None)

@@ -67,3 +67,31 @@ async def test_a_slow_reader_gets_the_whole_stream(gateway, vendor_env, fake_ope
     got = "".join((orjson.loads(e[6:])["choices"][0]["delta"].get("content") or "")
                   for e in events[:-1] if orjson.loads(e[6:])["choices"])
     assert got == text
+
+
+async def test_a_client_that_stops_reading_is_let_go(gateway, vendor_env, fake_openai, monkeypatch) -> None:
+    """A client that reads nothing while the gateway has more to send is gone after
+    CLIENT_SEND_TIMEOUT: its connection is closed and the upstream request cancelled,
+    instead of both being held for as long as the client lingers."""
+    from llm_gateway import sse
+
+    monkeypatch.setattr(sse, "CLIENT_SEND_TIMEOUT", 0.3)
+    words = [f"w{i:05d}" + "x" * 3994 for i in range(2000)]
+    fake_openai.inject(Fault(text=" ".join(words)))
+    gw = await gateway({**vendor_env, "LOG_LEVEL": "info"})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (gw.server.host, gw.server.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
+    body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    await asyncio.wait_for(fake_openai.disconnected.wait(), 30)  # the upstream request is cancelled
+    writer.close()
+    async with gw.http.get(gw.url + "/v1/gateway/requests") as r:
+        rows = (await r.json())["data"]
+    assert [(d["status"], d["error_type"]) for d in rows] == [(499, "client_disconnected")]
+    assert any("client disconnected" in e["message"] for e in gw.events("error"))
