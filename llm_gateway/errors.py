@@ -57,9 +57,13 @@ class GatewayError(Exception):
         provider: str | None = None,
         model: str | None = None,
         upstream_status: int | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        #: for the log only, never a client: what the vendor said where the client is not
+        #: told (a refused key: the vendor's text can carry a masked fragment of it)
+        self.detail = detail
         self.param = param
         if code is not None:
             self.code = code

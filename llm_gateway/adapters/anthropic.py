@@ -260,8 +260,9 @@ class AnthropicAdapter(Adapter):
         text = f"Anthropic: {msg}" if msg else f"Anthropic answered HTTP {status}"
         kw: dict[str, Any] = {"provider": self.name, "upstream_status": status}
         if status in (401, 403):
-            return errors.UpstreamAuthFailed(f"Anthropic refused the gateway's API key ({etype or status}): "
-                                             f"{msg or 'no detail'}", **kw)
+            # The vendor's words stay in the log: they can quote a masked part of the key.
+            return errors.UpstreamAuthFailed(f"Anthropic refused the gateway's API key ({etype or status}); "
+                                             "check its API key.", detail=text, **kw)
         if status == 402:
             return errors.UpstreamAuthFailed(text, code="upstream_billing_error", **kw)
         if status == 404:

@@ -259,7 +259,10 @@ class GeminiAdapter(Adapter):
             return errors.RateLimited(text, retry_after=_retry_delay(details, headers), **kw)
         key_refused = any(r.startswith("API_KEY") for r in reasons) or "api key" in vendor.lower()
         if key_refused or status in (401, 403) or gstatus in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-            return errors.UpstreamAuthFailed(f"Gemini refused the gateway's API key: {vendor}", **kw)
+            why = ", ".join(sorted(r for r in reasons if r != "None")) or gstatus or f"HTTP {status}"
+            # The vendor's words stay in the log: they can quote a masked part of the key.
+            return errors.UpstreamAuthFailed(f"Gemini refused the gateway's API key ({why}); check its API key.",
+                                             detail=text, **kw)
         if status == 404 or gstatus == "NOT_FOUND":
             cls = errors.ModelNotFound if "model" in vendor.lower() else errors.NotFound
             return cls(text, **kw)

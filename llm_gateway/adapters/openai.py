@@ -150,8 +150,8 @@ class OpenAIAdapter(Adapter):
             return errors.ContentPolicy(text, param=param, **kw)
         if status in (401, 403):
             return errors.UpstreamAuthFailed(
-                f"{self.name} rejected the gateway's credentials (HTTP {status}); check its API key.", **kw
-            )
+                f"{self.name} rejected the gateway's credentials (HTTP {status}); check its API key.",
+                detail=text, **kw)  # the vendor's words (a masked part of the key) for the log only
         if status == 429:
             if code == "insufficient_quota":
                 err = errors.RateLimited(text, code="upstream_quota_exhausted", **kw)

@@ -112,7 +112,7 @@ class Router:
         self.health.failure(t.key, e)
         event(logging.WARNING, e.message[:500], event="error", error_type=e.error_type,
               status=e.upstream_status or e.status, provider=t.provider, model=t.model,
-              attempt=ctx.attempts, detail=e.message[:500])
+              attempt=ctx.attempts, detail=(e.detail or e.message)[:500])
 
     def _final(self, ctx: RequestContext, client_errors: list[errors.GatewayError],
                upstream_errors: list[errors.GatewayError]) -> errors.GatewayError:

@@ -60,7 +60,10 @@ class FakeOpenAI(FakeVendor):
             return oa_error(401, "You didn't provide an API key. You need to provide your API key "
                                  "in an Authorization header using Bearer auth.")
         if auth != f"Bearer {self.api_key}":
-            return oa_error(401, "Incorrect API key provided.", code="invalid_api_key")
+            given = auth.removeprefix("Bearer ")  # OpenAI quotes a masked part of the key it refused
+            return oa_error(401, f"Incorrect API key provided: {given[:3]}{'*' * 8}{given[-4:]}. You can find "
+                                 "your API key at https://platform.openai.com/account/api-keys.",
+                            code="invalid_api_key")
         return None
 
     def validate(self, body: Any) -> web.Response | None:

@@ -181,3 +181,23 @@ async def test_secrets_never_logged(gateway, vendor_env, fake_openai):
     for line in gw.logs():
         if line.get("event") in ("request", "response", "error", "attempt"):
             assert line["request_id"]
+
+
+@pytest.mark.parametrize("env,model,vendor_words", [
+    ({"CLAUDE_API_KEY": "sk-ant-wrong-key-4444"}, "claude-3-5-haiku-latest", "invalid x-api-key"),
+    ({"GEMINI_API_KEY": "AIza-wrong-key-4444"}, "gemini-2.0-flash", "API key not valid"),
+    ({"OPENAI_API_KEY": "sk-wrong-key-4444"}, "gpt-4o-mini", "Incorrect API key"),
+], ids=["anthropic", "gemini", "openai"])
+async def test_a_refused_vendor_key_is_told_without_the_vendors_words(gateway, vendor_env, fake_openai,
+                                                                       fake_anthropic, fake_gemini, env, model,
+                                                                       vendor_words):
+    """The client learns the gateway's key was refused; what the vendor said (which can
+    quote a masked part of the key) is in the operator's log only."""
+    gw = await gateway({**vendor_env, **env})
+    async with gw.http.post(gw.url + "/v1/chat/completions", json={
+            "model": model, "messages": [{"role": "user", "content": "hi"}]}) as r:
+        assert r.status == 502
+        body = await r.json()
+    assert body["error"]["code"] == "upstream_auth_failed" and "check its API key" in body["error"]["message"]
+    assert vendor_words not in str(body) and "4444" not in str(body)
+    assert any(vendor_words in (e.get("detail") or "") for e in gw.events("error"))
