@@ -13,8 +13,17 @@ instructions (callgrind), on a path that runs for every streamed chunk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
+
+try:  # Linux: the bytes a socket still holds for its peer (unsent or unacknowledged)
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - other platforms: the transport's buffer only
+    _OUTQ = None
 
 import orjson
 from aiohttp import web
@@ -154,6 +163,18 @@ def frame_error(envelope: dict[str, Any]) -> bytes:
 #: send is gone (nginx's ``send_timeout`` default): its connection is closed, and the
 #: upstream request with it, instead of holding both for as long as the client lingers
 CLIENT_SEND_TIMEOUT = 60.0
+#: while waiting on such a client, how often to look whether it took anything
+SEND_POLL = 5.0
+
+def _queued(transport: Any) -> int:
+    """Bytes still on their way to the client: the transport's buffer and the socket's."""
+    n = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if _OUTQ is not None and sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            n += int.from_bytes(fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"), "little", signed=True)
+    return n
+
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -222,10 +243,15 @@ class SSEResponse(web.StreamResponse):
             transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(tail), tail))
 
     async def write_eof(self, data: bytes = b"") -> None:
-        if self._payload_writer is None or self._eof_sent:
-            await super().write_eof(data)
+        t = self._transport
+        if t is not None and not self._eof_sent and (
+                self._direct._protocol._paused
+                or t.get_write_buffer_size() + len(data) + 32 > t.get_write_buffer_limits()[1]):
+            await self._client_reads(super().write_eof(data))  # the client's buffer is (about to be) full
         else:
-            await self._client_reads(super().write_eof(data))
+            # In this task's step, as every other write: an in-process client sees the end
+            # only after what the handler does next (its log lines), and no task is made.
+            await super().write_eof(data)
 
     async def drain(self) -> None:
         w = self._direct
@@ -233,16 +259,34 @@ class SSEResponse(web.StreamResponse):
             await self._client_reads(w.drain())
 
     async def _client_reads(self, aw: Any) -> None:
-        """Wait for the client to take what was written, ``CLIENT_SEND_TIMEOUT`` at most."""
+        """Wait for the client to take what was written; give up on a client that takes
+        nothing for ``CLIENT_SEND_TIMEOUT``. A slow reader is not cut: flow control only
+        resumes once much of the socket's (auto-grown, megabytes) send queue has gone, so
+        what is timed is the gap between two signs of reading, as nginx's send_timeout
+        does, not the whole wait."""
+        w = self._payload_writer
+        transport = self._transport or (w.transport if w is not None else None)
+        if transport is None:
+            await aw
+            return
+        fut = asyncio.ensure_future(aw)
         try:
-            async with asyncio.timeout(CLIENT_SEND_TIMEOUT):
-                await aw
-        except TimeoutError:
-            w = self._payload_writer
-            transport = self._transport or (w.transport if w is not None else None)
-            if transport is not None:
-                transport.abort()
-            raise ConnectionResetError(f"the client read nothing for {CLIENT_SEND_TIMEOUT:g} s") from None
+            queued, quiet = _queued(transport), 0.0
+            while True:
+                step = min(SEND_POLL, CLIENT_SEND_TIMEOUT - quiet)
+                done, _ = await asyncio.wait((fut,), timeout=step)
+                if done:
+                    fut.result()
+                    return
+                now = _queued(transport)
+                quiet = 0.0 if now < queued else quiet + step
+                queued = now
+                if quiet >= CLIENT_SEND_TIMEOUT:
+                    transport.abort()
+                    raise ConnectionResetError(f"the client read nothing for {CLIENT_SEND_TIMEOUT:g} s")
+        finally:
+            if not fut.done():
+                fut.cancel()
 
     def _direct_writer(self) -> Any:
         w = getattr(self, "_payload_writer", None)

@@ -180,9 +180,9 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
         with contextlib.suppress(Exception):
             resp.end_nowait(frame_error(e.envelope(ctx.request_id)))
         raise
-    except (ConnectionResetError, ConnectionError):
+    except ConnectionError:  # the client's connection broke, or it stopped reading (sse.CLIENT_SEND_TIMEOUT)
         _client_left(ctx, cr, live, t)
-        raise
+        return resp  # nothing more can be sent; aiohttp's own finish gives up quietly
     except Exception:
         # A fault of ours after the first byte: the status line is gone, so the client is
         # told the way SPEC 7 ends an unfinished answer (the SSE error event), never with a
@@ -204,7 +204,11 @@ async def _stream(request: web.Request, ctx: RequestContext, cr: ChatRequest, ta
     # The usage chunk, [DONE] and the end of the chunked body in one write: a client that
     # stops reading at [DONE] (aiohttp) finds the body complete and keeps the connection,
     # and one that drains to the end (the openai SDK) does not wait for a second packet.
-    await resp.write_eof(tail)
+    try:
+        await resp.write_eof(tail)
+    except ConnectionError:  # the answer is complete (and billed, and cached); the client left
+        ctx.error_type, ctx.outcome_status = "client_disconnected", 499
+        return resp
     log_answer(ctx, live.delivered_text())
     return resp
 
@@ -236,7 +240,7 @@ def _client_left(ctx: RequestContext, cr: ChatRequest, live: Any, t: Target) -> 
     event(logging.INFO, "client disconnected; upstream request cancelled", event="error",
           error_type="client_disconnected", status=499, provider=t.provider, model=t.model,
           attempt=ctx.attempts, detail=f"closed mid-stream after {u.get('completion_tokens', 0)} output tokens")
-    ctx.error_type = "client_disconnected"
+    ctx.error_type, ctx.outcome_status = "client_disconnected", 499
 
 
 def usage_chunk(live: Any, usage: dict[str, Any] | None, ctx: RequestContext) -> dict[str, Any]:

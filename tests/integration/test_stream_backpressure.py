@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 
 import orjson
 import pytest
-from aiohttp.http_writer import StreamWriter
 
+from llm_gateway.keys import REQUEST_END, UPSTREAM_POOL
 from llm_gateway.sse import SSEResponse
 from tests.fakes.base import Fault
 
@@ -29,15 +28,14 @@ def dechunk(raw: bytes) -> bytes:
 
 async def test_a_slow_reader_gets_the_whole_stream(gateway, vendor_env, fake_openai, monkeypatch) -> None:
     waited = asyncio.Event()
-    real_drain = StreamWriter.drain
+    real_wait = SSEResponse._client_reads
 
-    async def drain(self: StreamWriter) -> None:
-        caller = sys._getframe(1).f_locals.get("self")
-        if self._protocol._paused and isinstance(caller, SSEResponse):
+    async def client_reads(self: SSEResponse, aw) -> None:
+        if self._direct is not None and self._direct._protocol._paused:
             waited.set()  # mid-stream, the client's socket was full: the gateway waits here
-        await real_drain(self)
+        await real_wait(self, aw)
 
-    monkeypatch.setattr(StreamWriter, "drain", drain)
+    monkeypatch.setattr(SSEResponse, "_client_reads", client_reads)
     words = [f"w{i:05d}" + "x" * 3994 for i in range(2000)]  # ~8 MB of answer in 2000 events
     text = " ".join(words)
     fake_openai.inject(Fault(text=text))
@@ -69,7 +67,7 @@ async def test_a_slow_reader_gets_the_whole_stream(gateway, vendor_env, fake_ope
     assert got == text
 
 
-async def test_a_client_that_stops_reading_is_let_go(gateway, vendor_env, fake_openai, monkeypatch) -> None:
+async def test_a_client_that_stops_reading_is_let_go(gateway, vendor_env, fake_openai, monkeypatch, caplog) -> None:
     """A client that reads nothing while the gateway has more to send is gone after
     CLIENT_SEND_TIMEOUT: its connection is closed and the upstream request cancelled,
     instead of both being held for as long as the client lingers."""
@@ -89,9 +87,69 @@ async def test_a_client_that_stops_reading_is_let_go(gateway, vendor_env, fake_o
                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     await writer.drain()
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
-    await asyncio.wait_for(fake_openai.disconnected.wait(), 30)  # the upstream request is cancelled
+    await asyncio.wait_for(ended(gw).wait(), 30)
     writer.close()
     async with gw.http.get(gw.url + "/v1/gateway/requests") as r:
         rows = (await r.json())["data"]
     assert [(d["status"], d["error_type"]) for d in rows] == [(499, "client_disconnected")]
     assert any("client disconnected" in e["message"] for e in gw.events("error"))
+    assert gw.app[UPSTREAM_POOL].open_connections == 0  # the upstream request went with it
+    assert "Error handling request" not in gw.log_text() + caplog.text  # an expected end, not a traceback
+
+
+def ended(gw) -> asyncio.Event:
+    """Set when a request to ``gw`` has ended (its ledger row and log lines are written)."""
+    done = asyncio.Event()
+    gw.app[REQUEST_END].append(lambda request, ctx, status: done.set())
+    return done
+
+
+async def test_a_slow_but_steady_reader_is_not_cut(gateway, vendor_env, fake_openai, monkeypatch) -> None:
+    """Flow control resumes only once much of the socket's send queue (megabytes) has
+    gone, so one wait can outlast CLIENT_SEND_TIMEOUT while the client reads all along:
+    what is timed is the gap between two signs of reading, not the whole wait."""
+    import time
+
+    from llm_gateway import sse
+
+    monkeypatch.setattr(sse, "CLIENT_SEND_TIMEOUT", 0.4)
+    monkeypatch.setattr(sse, "SEND_POLL", 0.05)
+    longest = [0.0]
+    since: list[float] = []  # the start of the wait in progress, if any
+    real_wait = SSEResponse._client_reads
+
+    async def client_reads(self: SSEResponse, aw) -> None:
+        since.append(time.monotonic())
+        try:
+            await real_wait(self, aw)
+        finally:
+            longest[0] = max(longest[0], time.monotonic() - since.pop())
+
+    monkeypatch.setattr(SSEResponse, "_client_reads", client_reads)
+    words = [f"w{i:05d}" + "x" * 3994 for i in range(2000)]
+    fake_openai.inject(Fault(text=" ".join(words)))
+    gw = await gateway({**vendor_env, "LOG_LEVEL": "info"})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (gw.server.host, gw.server.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2048)  # reads reach the socket
+    body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    await reader.readuntil(b"\r\n\r\n")
+    done = ended(gw)
+    got = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.0:  # ~40 KB/s: far slower than the gateway writes
+        data = await reader.read(2048)
+        assert data, "the gateway cut a client that was reading"
+        got += len(data)
+        await asyncio.sleep(0.05)
+    # one wait outlasted CLIENT_SEND_TIMEOUT while the client was reading
+    assert max([longest[0], *(time.monotonic() - t for t in since)]) > 0.4
+    assert not done.is_set() and got > 20_000
+    await asyncio.wait_for(done.wait(), 10)  # then it stops reading: let go
+    writer.close()
+    assert gw.app[UPSTREAM_POOL].open_connections == 0
