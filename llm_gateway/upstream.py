@@ -472,9 +472,12 @@ async def _exchange(pool: UpstreamPool, req: UpstreamRequest) -> tuple[_Exchange
 
     A server may close an idle keep-alive connection just as a request is written to it
     (its idle timeout, a deploy): the connection then ends before a byte of an answer.
-    Such a request was never read, so it is sent again at once on a new connection, as Go's
-    and urllib3's clients do; that is not a failed attempt (no backoff, no retry counted,
-    no cool-down). Any other failure is the router's to judge."""
+    Such a request is sent again at once on a new connection; that is not a failed attempt
+    (no backoff, no retry counted, no cool-down). The vendor may have read it before it
+    closed (a crash, not an idle timeout), so a resend can in rare cases generate twice:
+    the same risk the router's retry of any connection failure takes (the openai SDK's
+    own retries do too); Go's client, stricter, resends a written POST only with an
+    Idempotency-Key. Any other failure is the router's to judge."""
     origin, path = pool.target(req.url)
     head = _request_bytes(req, origin, path)
     try:

@@ -459,7 +459,8 @@ class LiveStream:
             raise original
         base = self.segments[0].request
         clock, limit = self.router.clock, self.router.settings.stream_first_token_timeout
-        for t in self._candidates(self.seg.target):
+        broken = self.seg.target
+        for t in self._candidates(broken):
             modes = ("prefill", "fresh") if t.prefill and delivered else ("fresh",)
             for mode in modes:
                 body = dict(base)
@@ -497,7 +498,8 @@ class LiveStream:
                     self.ctx.fallback_used = True
                     if self.router.observer is not None:
                         self.router.observer.fallback(t.provider)
-                event(logging.INFO, "stream continued on another target", event="attempt",
+                where = "the same target" if t.key == broken.key else "another target"
+                event(logging.INFO, f"stream continued on {where}", event="attempt",
                       provider=t.provider, model=t.model, attempt=self.ctx.attempts,
                       error_type=original.error_type, status=original.upstream_status or original.status,
                       delay_ms=0, mode=mode, delivered_chars=len(delivered))

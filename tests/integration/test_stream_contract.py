@@ -445,3 +445,5 @@ async def test_keep_alives_do_not_hold_a_stalled_stream(gateway, vendor_env, fak
     events = sse_events(raw)
     assert events[-1][0] == "error" and "stalled" in orjson.loads(events[-1][1])["error"]["message"], events[-1]
     assert gw.events("error")[0]["error_type"] == "upstream_timeout"
+    # no fallback: the last resort, once on the same target (and the log says so)
+    assert [e["message"] for e in gw.events("attempt")] == ["stream continued on the same target"]
