@@ -39,7 +39,7 @@ from .context import RequestContext
 from .cost import estimate_usd, fmt_usd, output_cap
 from .keys import BUDGETS, SETTINGS
 from .routing.resolve import Target
-from .tokens import estimate_request_tokens
+from .tokens import estimate_request_tokens, request_estimate
 
 DEFAULT_TENANT = "default"
 ZERO = Decimal(0)
@@ -241,7 +241,7 @@ def admit(request: web.Request, ctx: RequestContext, body: dict[str, Any], targe
     if budgets is None or not budgets.limited(tenant):
         return
     if estimate is None:
-        estimate = worst_case(body, targets)
+        estimate = worst_case(body, targets, request_estimate(ctx, body))
     ctx.budget_hold = budgets.admit(tenant, estimate.usd or ZERO)
 
 

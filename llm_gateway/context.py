@@ -36,6 +36,10 @@ class RequestContext:
     #: HTTP status was 200 already); the response log line, the metrics and the ledger
     #: record this one, so it counts as an error everywhere
     outcome_status: int | None = None
+    #: the prompt estimate of ``estimated_body`` (``tokens.request_estimate``): TPM limits,
+    #: the budget and an answer without vendor usage share one count of a request's prompt
+    estimated_body: Any = None
+    estimated_prompt: int = 0
     request_logged: bool = False
     logs_response: bool = True
     #: per-attempt failures in order: {"provider", "model", "error_type", "status", "message"}

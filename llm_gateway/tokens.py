@@ -134,6 +134,17 @@ def _json_tokens(text: str) -> int:
     return estimate_tokens(text)
 
 
+def request_estimate(ctx: Any, body: dict[str, Any]) -> int:
+    """``estimate_request_tokens(body)``, counted once per request: ``ctx`` (the request's
+    context) keeps the count of the body it was made for."""
+    if ctx is None:
+        return estimate_request_tokens(body)
+    if ctx.estimated_body is not body:
+        ctx.estimated_prompt = estimate_request_tokens(body)
+        ctx.estimated_body = body
+    return ctx.estimated_prompt
+
+
 def estimate_request_tokens(body: dict[str, Any]) -> int:
     """All the prompt a chat request sends: its messages, plus the tool definitions and
     the response schema the vendor also reads as input (budgets and token limits must

@@ -13,14 +13,14 @@ from .context import RequestContext
 from .cost import cost_usd
 from .routing.resolve import Target
 from .routing.stream import LiveStream
-from .tokens import estimate_request_tokens, estimate_tokens
+from .tokens import estimate_tokens, request_estimate
 
 
 def settle_usage(ctx: RequestContext, t: Target, body: dict[str, Any], usage: dict[str, Any] | None,
                  answer_text: str) -> dict[str, Any]:
     """Vendor usage when given, else an offline estimate (flagged); cost computed once."""
     if not usage or "prompt_tokens" not in usage:
-        pt = estimate_request_tokens(body)
+        pt = request_estimate(ctx, body)
         ct = estimate_tokens(answer_text)
         usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
         ctx.estimated = True
@@ -45,7 +45,7 @@ def settle_stream(ctx: RequestContext, body: dict[str, Any], live: LiveStream) -
     if len(segs) == 1:
         tr = first.translator
         if (not tr.usage or "prompt_tokens" not in tr.usage) and tr.prompt_tokens is not None:
-            usage = settle_usage(ctx, first.target, body, _partial(tr, body), "")
+            usage = settle_usage(ctx, first.target, body, _partial(tr, body, ctx), "")
             ctx.estimated = True  # the output is estimated; the prompt is the vendor's count
             return usage
         return settle_usage(ctx, first.target, body, tr.usage, "".join(tr.text))
@@ -58,7 +58,7 @@ def settle_stream(ctx: RequestContext, body: dict[str, Any], live: LiveStream) -
         u = tr.usage if tr.usage and "prompt_tokens" in tr.usage else None
         if u is None:
             estimated = True
-            u = _partial(tr, seg.request)
+            u = _partial(tr, seg.request, ctx)
         for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
             total[k] += int(u.get(k) or 0)
         cached += int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
@@ -76,9 +76,9 @@ def settle_stream(ctx: RequestContext, body: dict[str, Any], live: LiveStream) -
     return total
 
 
-def _partial(tr: Any, request: dict[str, Any]) -> dict[str, Any]:
+def _partial(tr: Any, request: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
     """A segment without vendor usage: the prompt as the vendor counted it when it said
     (Anthropic's message_start), else estimated; the output estimated from its text."""
-    pt = tr.prompt_tokens if tr.prompt_tokens is not None else estimate_request_tokens(request)
+    pt = tr.prompt_tokens if tr.prompt_tokens is not None else request_estimate(ctx, request)
     ct = estimate_tokens("".join(tr.text))
     return {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}

@@ -27,9 +27,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..keys import LIMITER, RATE_TICKET
+from ..keys import CTX, LIMITER, RATE_TICKET
 from ..settings import Settings
-from ..tokens import estimate_request_tokens
+from ..tokens import request_estimate
 from .limiter import Limiter, Limits, Ticket, fmt_duration, limits_configured
 
 __all__ = ["Limiter", "Limits", "Ticket", "fmt_duration", "limits_configured", "reserve_chat",
@@ -94,5 +94,5 @@ async def reserve_chat(request: web.Request, body: dict[str, Any]) -> None:
     out = body.get("max_completion_tokens") or body.get("max_tokens")
     n = body.get("n") or 1
     output = None if not isinstance(out, int) else out * (n if isinstance(n, int) else 1)
-    prompt = estimate_request_tokens(body)
+    prompt = request_estimate(request.get(CTX), body)
     await request.app[LIMITER].reserve(ticket, prompt, output)

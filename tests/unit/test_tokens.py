@@ -49,3 +49,20 @@ def test_any_text_is_counted_never_refused() -> None:
     # cut at spaces, a long text counts as its pieces would together
     prose = "The quick brown fox jumps over the lazy dog. " * 30_000
     assert estimate_tokens(prose) == 30_000 * estimate_tokens("The quick brown fox jumps over the lazy dog.") + 1
+
+
+def test_a_request_is_estimated_once(monkeypatch) -> None:
+    """TPM limits, the budget and an answer without vendor usage share one count."""
+    from llm_gateway import tokens
+    from llm_gateway.context import RequestContext
+
+    counted: list[int] = []
+    real = tokens.estimate_request_tokens
+    monkeypatch.setattr(tokens, "estimate_request_tokens", lambda body: counted.append(1) or real(body))
+    ctx = RequestContext("r1")
+    body = {"messages": [{"role": "user", "content": BIG}]}
+    first = tokens.request_estimate(ctx, body)
+    assert tokens.request_estimate(ctx, body) == first == real(body) and len(counted) == 1
+    other = {"messages": HI}  # another body (a recovery's prefilled copy): counted for itself
+    assert tokens.request_estimate(ctx, other) == real(other) and len(counted) == 2
+    assert tokens.request_estimate(None, body) == first and len(counted) == 3
