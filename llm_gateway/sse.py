@@ -17,6 +17,9 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+from aiohttp import web
+
 try:  # Linux: the bytes a socket still holds for its peer (unsent or unacknowledged)
     import fcntl
     import termios
@@ -24,9 +27,6 @@ try:  # Linux: the bytes a socket still holds for its peer (unsent or unacknowle
     _OUTQ: int | None = termios.TIOCOUTQ
 except (ImportError, AttributeError):  # pragma: no cover - other platforms: the transport's buffer only
     _OUTQ = None
-
-import orjson
-from aiohttp import web
 
 
 @dataclass(slots=True)
@@ -165,6 +165,7 @@ def frame_error(envelope: dict[str, Any]) -> bytes:
 CLIENT_SEND_TIMEOUT = 60.0
 #: while waiting on such a client, how often to look whether it took anything
 SEND_POLL = 5.0
+
 
 def _queued(transport: Any) -> int:
     """Bytes still on their way to the client: the transport's buffer and the socket's."""
