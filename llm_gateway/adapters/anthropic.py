@@ -313,8 +313,10 @@ class AnthropicStreamTranslator(StreamTranslator):
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
+    KEEPALIVE_EVENTS = frozenset({"ping"})
+
     def feed(self, event: SSEEvent) -> list[Chunk]:
-        if event.event == "ping":
+        if event.event in self.KEEPALIVE_EVENTS:
             return []
         data = orjson.loads(event.data)  # JSONDecodeError is a ValueError
         if not isinstance(data, dict):

@@ -26,7 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ..errors import GatewayError
 from ..sse import SSEEvent
@@ -109,6 +109,10 @@ class StreamTranslator(ABC):
     #: the prompt tokens the vendor reported before the end (Anthropic's message_start):
     #: a stream cut before its usage still bills the prompt as counted, not as estimated
     prompt_tokens: int | None = None
+    #: SSE event names the vendor sends only to keep the connection alive (SSE comments
+    #: and blank lines never become events): they do not count as the stream's progress
+    #: against STREAM_IDLE_TIMEOUT
+    KEEPALIVE_EVENTS: ClassVar[frozenset[str]] = frozenset()
 
     def answer_complete(self, n: int) -> bool:
         """Every choice of the answer is in: the vendor's terminal event, or the finish

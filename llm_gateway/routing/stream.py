@@ -111,7 +111,7 @@ class LiveStream:
         self._push_error: Exception | None = None
         self._idle = 0.0
         #: STREAM_IDLE_TIMEOUT is time spent waiting on the upstream since its last event:
-        #: keep-alives (SSE comments, blank lines, Anthropic's ``ping``) are not progress,
+        #: keep-alives (SSE comments, blank lines, ``KEEPALIVE_EVENTS``) are not progress,
         #: and time spent writing to a slow client is not the upstream's idleness
         self._spent = 0.0  # waited since the last event, over the reads and pushes so far
         self._progress = False  # set by ``_take`` when a piece held an event
@@ -151,8 +151,9 @@ class LiveStream:
             self._progress = True
             self._event(raw, seg.translator.feed_data)
         else:
+            keepalive = seg.translator.KEEPALIVE_EVENTS
             for ev in seg.parser.feed(data):
-                if ev.event != "ping":
+                if ev.event not in keepalive:
                     self._progress = True
                 self._event(ev, seg.translator.feed)
 

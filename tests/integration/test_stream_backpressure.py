@@ -14,6 +14,10 @@ from llm_gateway.sse import SSEResponse
 from tests.fakes.base import Fault
 
 
+#: ~8 MB of answer in 2000 events
+BIG_ANSWER = " ".join(f"w{i:05d}" + "x" * 3994 for i in range(2000))
+
+
 def dechunk(raw: bytes) -> bytes:
     out, pos = bytearray(), 0
     while True:
@@ -26,6 +30,21 @@ def dechunk(raw: bytes) -> bytes:
         pos = nl + 4 + size
 
 
+async def stream_request(gw, limit: int = 2**16) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw client with a tiny receive window (back-pressure soon) that has sent a
+    streaming chat request; ``limit``: how much its reader buffers before it stops reading."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (gw.server.host, gw.server.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+    body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    return reader, writer
+
+
 async def test_a_slow_reader_gets_the_whole_stream(gateway, vendor_env, fake_openai, monkeypatch) -> None:
     waited = asyncio.Event()
     real_wait = SSEResponse._client_reads
@@ -36,20 +55,11 @@ async def test_a_slow_reader_gets_the_whole_stream(gateway, vendor_env, fake_ope
         await real_wait(self, aw)
 
     monkeypatch.setattr(SSEResponse, "_client_reads", client_reads)
-    words = [f"w{i:05d}" + "x" * 3994 for i in range(2000)]  # ~8 MB of answer in 2000 events
-    text = " ".join(words)
+    text = BIG_ANSWER
     fake_openai.inject(Fault(text=text))
     gw = await gateway({**vendor_env, "LOG_LEVEL": "info"})
 
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window: back-pressure soon
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (gw.server.host, gw.server.port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
-    body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    await writer.drain()
+    reader, writer = await stream_request(gw)
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
     await asyncio.wait_for(waited.wait(), 30)  # not reading: the gateway must hold, not buffer it all
@@ -74,18 +84,9 @@ async def test_a_client_that_stops_reading_is_let_go(gateway, vendor_env, fake_o
     from llm_gateway import sse
 
     monkeypatch.setattr(sse, "CLIENT_SEND_TIMEOUT", 0.3)
-    words = [f"w{i:05d}" + "x" * 3994 for i in range(2000)]
-    fake_openai.inject(Fault(text=" ".join(words)))
+    fake_openai.inject(Fault(text=BIG_ANSWER))
     gw = await gateway({**vendor_env, "LOG_LEVEL": "info"})
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (gw.server.host, gw.server.port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
-    body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    await writer.drain()
+    reader, writer = await stream_request(gw)
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
     await asyncio.wait_for(ended(gw).wait(), 30)
     writer.close()
@@ -126,18 +127,9 @@ async def test_a_slow_but_steady_reader_is_not_cut(gateway, vendor_env, fake_ope
             longest[0] = max(longest[0], time.monotonic() - since.pop())
 
     monkeypatch.setattr(SSEResponse, "_client_reads", client_reads)
-    words = [f"w{i:05d}" + "x" * 3994 for i in range(2000)]
-    fake_openai.inject(Fault(text=" ".join(words)))
+    fake_openai.inject(Fault(text=BIG_ANSWER))
     gw = await gateway({**vendor_env, "LOG_LEVEL": "info"})
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (gw.server.host, gw.server.port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=2048)  # reads reach the socket
-    body = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    await writer.drain()
+    reader, writer = await stream_request(gw, limit=2048)  # its reads reach the socket
     await reader.readuntil(b"\r\n\r\n")
     done = ended(gw)
     got = 0
